@@ -1,0 +1,120 @@
+#!/bin/sh
+# Boots the firmware on QEMU's microvm machine, which offers the same fw_cfg
+# interface as the sandbox VMM, with the test kernel from stub-kernel.S, and
+# checks what the test kernel reports. Also checks the failure path.
+#
+#   test/run-qemu.sh [OUT]        OUT holds sandbox-firmware.bin (default ../build)
+#
+# Environment: QEMU (default qemu-system-x86_64), QEMU_ACCEL (default kvm when
+# /dev/kvm is usable, else tcg), QEMU_CPU (default host,-arch-capabilities for
+# kvm: some software KVM hosts refuse that MSR; max for tcg).
+#
+# Prints one line per case and a closing "N passed, N failed" line; exits
+# non-zero when a case failed.
+
+set -u
+
+here=$(cd "$(dirname "$0")/.." && pwd)
+out=$(cd "${1:-$here/../build}" && pwd)
+firmware="$out/sandbox-firmware.bin"
+qemu=${QEMU:-qemu-system-x86_64}
+
+if [ -z "${QEMU_ACCEL:-}" ]; then
+	if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then QEMU_ACCEL=kvm; else QEMU_ACCEL=tcg; fi
+fi
+if [ -z "${QEMU_CPU:-}" ]; then
+	if [ "$QEMU_ACCEL" = kvm ]; then QEMU_CPU=host,-arch-capabilities; else QEMU_CPU=max; fi
+fi
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+passed=0
+failed=0
+
+# Test kernels: a small one, and one padded to 16 MiB like a large bzImage.
+make -s -C "$here" OUT="$work/small" test-kernel >/dev/null || exit 1
+make -s -C "$here" OUT="$work/large" test-kernel STUB_PAD=16777216 >/dev/null || exit 1
+small="$work/small/sandbox-firmware-test-kernel"
+large="$work/large/sandbox-firmware-test-kernel"
+printf 'sandbox initrd test line\nsecond line\n' >"$work/initrd"
+
+# run NAME SECONDS SMP QEMU-ARGS...: boots, leaves the console in $work/NAME.log
+# and QEMU's exit status in $status.
+run() {
+	name=$1 seconds=$2 smp=$3
+	shift 3
+	start=$(date +%s%N)
+	timeout "$seconds" "$qemu" \
+		-M microvm,x-option-roms=off,isa-serial=on,rtc=off \
+		-accel "$QEMU_ACCEL" -cpu "$QEMU_CPU" -m 256 -smp "$smp" \
+		-nodefaults -no-user-config -nographic -no-reboot \
+		-serial "file:$work/$name.log" -monitor none \
+		-device isa-debug-exit,iobase=0xf4,iosize=4 \
+		-bios "$firmware" "$@" </dev/null >"$work/$name.qemu" 2>&1
+	status=$?
+	elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+}
+
+# check NAME STATUS PATTERN...: QEMU ended with STATUS and each extended
+# regular expression PATTERN matches a whole line of the console.
+check() {
+	name=$1 want=$2
+	shift 2
+	ok=0
+	if [ "$status" != "$want" ]; then
+		echo "  QEMU exit status $status, expected $want"
+		ok=1
+	fi
+	for pattern in "$@"; do
+		if ! tr -d '\r' <"$work/$name.log" | grep -Eqx -- "$pattern"; then
+			echo "  no console line matches: $pattern"
+			ok=1
+		fi
+	done
+	if [ "$ok" = 0 ]; then
+		passed=$((passed + 1))
+		echo "PASS $name (${elapsed_ms} ms, $QEMU_ACCEL)"
+	else
+		failed=$((failed + 1))
+		echo "FAIL $name"
+		sed 's/^/  console: /' "$work/$name.log"
+		sed 's/^/  qemu: /' "$work/$name.qemu"
+	fi
+}
+
+hex='0x[0-9a-f]{8}'
+
+# 1. Two CPUs, an initrd and a command line. The test kernel ends QEMU
+#    through isa-debug-exit: status (0x20 << 1) | 1 = 65.
+run smp2 60 2 -kernel "$small" -initrd "$work/initrd" -append "console=ttyS0 sandbox.test=1"
+check smp2 65 \
+	"stub: entry esi=0x00007000 eip=0x00100000" \
+	"stub: protocol ok" \
+	"stub: e820 entries=0x0[1-9]" \
+	'stub: cmdline "console=ttyS0 sandbox.test=1"' \
+	"stub: initrd addr=$hex size=0x00000025 head \"sandbox initrd test line\"" \
+	"stub: kernel tail ok" \
+	"stub: mp found=0x0009fc00 table=$hex cpus=0x02 bsp=0x00 ioapic=0x02 intsrc=0x17 lint=0x02 irq0pin=0x02" \
+	"stub: mp checksums ok" \
+	"stub: result PASS"
+
+# 2. Four CPUs, a 16 MiB kernel, no initrd, an empty command line.
+run large-smp4 60 4 -kernel "$large"
+check large-smp4 65 \
+	"stub: protocol ok" \
+	'stub: cmdline ""' \
+	'stub: initrd addr=0x00000000 size=0x00000000 head ""' \
+	"stub: kernel tail ok" \
+	"stub: mp found=0x0009fc00 table=$hex cpus=0x04 bsp=0x00 ioapic=0x04 intsrc=0x17 lint=0x02 irq0pin=0x02" \
+	"stub: mp checksums ok" \
+	"stub: result PASS"
+
+# 3. No kernel: the firmware says so on the UART and halts for good, so
+#    QEMU is ended by the timeout (status 124).
+run no-kernel 5 1
+check no-kernel 124 \
+	"sandbox-firmware: no kernel \(FW_CFG_SETUP_SIZE or FW_CFG_KERNEL_SIZE is 0\)"
+
+echo "$passed passed, $failed failed"
+[ "$failed" = 0 ]
