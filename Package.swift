@@ -1,0 +1,38 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let package = Package(
+    name: "sandbox",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "sandbox", targets: ["sandbox"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // The one C boundary: kvm.h request numbers, fixed-arity ioctl/fcntl/prctl, kvm_run accessors.
+        .target(name: "CLinux"),
+        // Owned fds, mmap, eventfd, epoll loop, OS threads, errno errors.
+        .target(name: "LinuxSystem", dependencies: ["CLinux"]),
+        // Guest RAM and bounds-checked access; the only holder of raw guest pointers.
+        .target(name: "GuestMemory", dependencies: ["LinuxSystem"]),
+        // KVMSystem → VirtualMachine → VCPU, typed exits.
+        .target(name: "KVM", dependencies: ["CLinux", "LinuxSystem"]),
+        // Kernel image parsing and the x86 boot structures (no KVM).
+        .target(name: "Boot", dependencies: ["GuestMemory"]),
+        // 8250 UART, i8042, fw_cfg, boot timer, port/MMIO buses.
+        .target(name: "LegacyDevices", dependencies: ["GuestMemory", "LinuxSystem"]),
+        // Builds and runs a VM: config, memory layout, vCPU threads, event loop.
+        .target(name: "Machine", dependencies: ["KVM", "Boot", "LegacyDevices", "GuestMemory", "LinuxSystem", "CLinux"]),
+        .executableTarget(name: "sandbox", dependencies: [
+            "Machine",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ]),
+        .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
+        .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"], resources: [.copy("Fixtures")]),
+        .testTarget(name: "LegacyDevicesTests", dependencies: ["LegacyDevices", "GuestMemory"]),
+        .testTarget(name: "MachineTests", dependencies: ["Machine", "KVM", "Boot", "LegacyDevices", "GuestMemory", "LinuxSystem"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

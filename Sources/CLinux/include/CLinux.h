@@ -1,0 +1,145 @@
+// The project's one C boundary: constants Swift cannot import from Linux headers
+// (ioctl request numbers are function-like macros), fixed-arity wrappers for
+// variadic calls, and accessors for the unions inside `struct kvm_run`.
+#ifndef SANDBOX_CLINUX_H
+#define SANDBOX_CLINUX_H
+
+#include <stdint.h>
+#include <stddef.h>
+#include <signal.h>
+#include <sys/types.h>
+#include <linux/kvm.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/timerfd.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <linux/vm_sockets.h>
+
+// MARK: - KVM ioctl request numbers (linux/kvm.h)
+
+extern const unsigned long sbx_KVM_GET_API_VERSION;
+extern const unsigned long sbx_KVM_CREATE_VM;
+extern const unsigned long sbx_KVM_CHECK_EXTENSION;
+extern const unsigned long sbx_KVM_GET_VCPU_MMAP_SIZE;
+extern const unsigned long sbx_KVM_GET_SUPPORTED_CPUID;
+extern const unsigned long sbx_KVM_GET_MSR_INDEX_LIST;
+
+extern const unsigned long sbx_KVM_CREATE_VCPU;
+extern const unsigned long sbx_KVM_SET_USER_MEMORY_REGION;
+extern const unsigned long sbx_KVM_SET_TSS_ADDR;
+extern const unsigned long sbx_KVM_SET_IDENTITY_MAP_ADDR;
+extern const unsigned long sbx_KVM_CREATE_IRQCHIP;
+extern const unsigned long sbx_KVM_CREATE_PIT2;
+extern const unsigned long sbx_KVM_IRQ_LINE;
+extern const unsigned long sbx_KVM_IRQFD;
+extern const unsigned long sbx_KVM_IOEVENTFD;
+extern const unsigned long sbx_KVM_GET_CLOCK;
+extern const unsigned long sbx_KVM_SET_CLOCK;
+extern const unsigned long sbx_KVM_GET_IRQCHIP;
+extern const unsigned long sbx_KVM_SET_IRQCHIP;
+extern const unsigned long sbx_KVM_GET_PIT2;
+extern const unsigned long sbx_KVM_SET_PIT2;
+extern const unsigned long sbx_KVM_ENABLE_CAP;
+
+extern const unsigned long sbx_KVM_RUN;
+extern const unsigned long sbx_KVM_GET_REGS;
+extern const unsigned long sbx_KVM_SET_REGS;
+extern const unsigned long sbx_KVM_GET_SREGS;
+extern const unsigned long sbx_KVM_SET_SREGS;
+extern const unsigned long sbx_KVM_GET_FPU;
+extern const unsigned long sbx_KVM_SET_FPU;
+extern const unsigned long sbx_KVM_GET_MSRS;
+extern const unsigned long sbx_KVM_SET_MSRS;
+extern const unsigned long sbx_KVM_SET_CPUID2;
+extern const unsigned long sbx_KVM_GET_CPUID2;
+extern const unsigned long sbx_KVM_GET_LAPIC;
+extern const unsigned long sbx_KVM_SET_LAPIC;
+extern const unsigned long sbx_KVM_GET_MP_STATE;
+extern const unsigned long sbx_KVM_SET_MP_STATE;
+extern const unsigned long sbx_KVM_GET_VCPU_EVENTS;
+extern const unsigned long sbx_KVM_SET_VCPU_EVENTS;
+extern const unsigned long sbx_KVM_GET_XSAVE;
+extern const unsigned long sbx_KVM_SET_XSAVE;
+extern const unsigned long sbx_KVM_GET_XCRS;
+extern const unsigned long sbx_KVM_SET_XCRS;
+extern const unsigned long sbx_KVM_GET_DEBUGREGS;
+extern const unsigned long sbx_KVM_SET_DEBUGREGS;
+extern const unsigned long sbx_KVM_GET_TSC_KHZ;
+extern const unsigned long sbx_KVM_SET_TSC_KHZ;
+extern const unsigned long sbx_KVM_KVMCLOCK_CTRL;
+
+// MARK: - TUN / vsock / misc request numbers
+
+extern const unsigned long sbx_TUNSETIFF;
+extern const unsigned long sbx_TUNSETOFFLOAD;
+extern const unsigned long sbx_TUNSETVNETHDRSZ;
+extern const unsigned long sbx_TUNGETFEATURES;
+extern const unsigned long sbx_TIOCGWINSZ;
+extern const unsigned long sbx_TIOCSWINSZ;
+extern const unsigned long sbx_FIONREAD;
+
+// MARK: - Fixed-arity wrappers for variadic calls
+
+/// ioctl(2) with a pointer argument.
+int sbx_ioctl_ptr(int fd, unsigned long request, void *arg);
+/// ioctl(2) with an integer argument.
+int sbx_ioctl_val(int fd, unsigned long request, unsigned long arg);
+/// fcntl(2) with an integer argument.
+int sbx_fcntl_int(int fd, int cmd, int arg);
+/// prctl(2) with all five arguments spelled out.
+int sbx_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5);
+/// open(2) with an explicit mode.
+int sbx_open(const char *path, int flags, unsigned int mode);
+/// openat(2) with an explicit mode.
+int sbx_openat(int dirfd, const char *path, int flags, unsigned int mode);
+
+/// Installs a no-op handler for `signo` without SA_RESTART, so a blocking call
+/// (KVM_RUN, epoll_wait) returns EINTR when the signal arrives.
+int sbx_install_kick_handler(int signo);
+/// The first real-time signal number (SIGRTMIN is a function call in glibc).
+int sbx_sigrtmin(void);
+/// Names the calling thread (pthread_setname_np needs _GNU_SOURCE, which Swift does not set).
+int sbx_set_thread_name(const char *name);
+/// The calling thread's kernel id.
+int sbx_gettid(void);
+
+// MARK: - struct kvm_run accessors (the unions are read in one place, KVM/VCPU+Exit.swift)
+
+static inline uint32_t sbx_run_exit_reason(const struct kvm_run *run) { return run->exit_reason; }
+static inline void sbx_run_set_immediate_exit(struct kvm_run *run, uint8_t v) { run->immediate_exit = v; }
+static inline uint8_t sbx_run_immediate_exit(const struct kvm_run *run) { return run->immediate_exit; }
+
+static inline uint8_t sbx_run_io_direction(const struct kvm_run *run) { return run->io.direction; }
+static inline uint8_t sbx_run_io_size(const struct kvm_run *run) { return run->io.size; }
+static inline uint16_t sbx_run_io_port(const struct kvm_run *run) { return run->io.port; }
+static inline uint32_t sbx_run_io_count(const struct kvm_run *run) { return run->io.count; }
+static inline uint64_t sbx_run_io_data_offset(const struct kvm_run *run) { return run->io.data_offset; }
+
+static inline uint64_t sbx_run_mmio_phys_addr(const struct kvm_run *run) { return run->mmio.phys_addr; }
+static inline uint8_t *sbx_run_mmio_data(struct kvm_run *run) { return run->mmio.data; }
+static inline uint32_t sbx_run_mmio_len(const struct kvm_run *run) { return run->mmio.len; }
+static inline uint8_t sbx_run_mmio_is_write(const struct kvm_run *run) { return run->mmio.is_write; }
+
+static inline uint64_t sbx_run_fail_entry_reason(const struct kvm_run *run) { return run->fail_entry.hardware_entry_failure_reason; }
+static inline uint64_t sbx_run_hw_exit_reason(const struct kvm_run *run) { return run->hw.hardware_exit_reason; }
+static inline uint32_t sbx_run_internal_suberror(const struct kvm_run *run) { return run->internal.suberror; }
+static inline uint32_t sbx_run_internal_ndata(const struct kvm_run *run) { return run->internal.ndata; }
+static inline uint64_t sbx_run_internal_data(const struct kvm_run *run, uint32_t i) { return i < 16 ? run->internal.data[i] : 0; }
+static inline uint32_t sbx_run_system_event_type(const struct kvm_run *run) { return run->system_event.type; }
+static inline uint32_t sbx_run_exception(const struct kvm_run *run) { return run->ex.exception; }
+static inline uint32_t sbx_run_exception_error_code(const struct kvm_run *run) { return run->ex.error_code; }
+
+// MARK: - Variable-length KVM structures
+
+/// Allocates a `struct kvm_cpuid2` with room for `n` entries (free with free()).
+struct kvm_cpuid2 *sbx_cpuid2_alloc(uint32_t n);
+/// Allocates a `struct kvm_msrs` with room for `n` entries (free with free()).
+struct kvm_msrs *sbx_msrs_alloc(uint32_t n);
+/// Allocates a `struct kvm_msr_list` with room for `n` indices (free with free()).
+struct kvm_msr_list *sbx_msr_list_alloc(uint32_t n);
+static inline struct kvm_cpuid_entry2 *sbx_cpuid2_entries(struct kvm_cpuid2 *c) { return c->entries; }
+static inline struct kvm_msr_entry *sbx_msrs_entries(struct kvm_msrs *m) { return m->entries; }
+static inline uint32_t *sbx_msr_list_indices(struct kvm_msr_list *l) { return l->indices; }
+
+#endif

@@ -1,0 +1,124 @@
+#define _GNU_SOURCE
+#include "CLinux.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/prctl.h>
+#include <linux/if_tun.h>
+#include <termios.h>
+#include <pthread.h>
+#include <unistd.h>
+#include <sys/syscall.h>
+
+const unsigned long sbx_KVM_GET_API_VERSION = KVM_GET_API_VERSION;
+const unsigned long sbx_KVM_CREATE_VM = KVM_CREATE_VM;
+const unsigned long sbx_KVM_CHECK_EXTENSION = KVM_CHECK_EXTENSION;
+const unsigned long sbx_KVM_GET_VCPU_MMAP_SIZE = KVM_GET_VCPU_MMAP_SIZE;
+const unsigned long sbx_KVM_GET_SUPPORTED_CPUID = KVM_GET_SUPPORTED_CPUID;
+const unsigned long sbx_KVM_GET_MSR_INDEX_LIST = KVM_GET_MSR_INDEX_LIST;
+
+const unsigned long sbx_KVM_CREATE_VCPU = KVM_CREATE_VCPU;
+const unsigned long sbx_KVM_SET_USER_MEMORY_REGION = KVM_SET_USER_MEMORY_REGION;
+const unsigned long sbx_KVM_SET_TSS_ADDR = KVM_SET_TSS_ADDR;
+const unsigned long sbx_KVM_SET_IDENTITY_MAP_ADDR = KVM_SET_IDENTITY_MAP_ADDR;
+const unsigned long sbx_KVM_CREATE_IRQCHIP = KVM_CREATE_IRQCHIP;
+const unsigned long sbx_KVM_CREATE_PIT2 = KVM_CREATE_PIT2;
+const unsigned long sbx_KVM_IRQ_LINE = KVM_IRQ_LINE;
+const unsigned long sbx_KVM_IRQFD = KVM_IRQFD;
+const unsigned long sbx_KVM_IOEVENTFD = KVM_IOEVENTFD;
+const unsigned long sbx_KVM_GET_CLOCK = KVM_GET_CLOCK;
+const unsigned long sbx_KVM_SET_CLOCK = KVM_SET_CLOCK;
+const unsigned long sbx_KVM_GET_IRQCHIP = KVM_GET_IRQCHIP;
+const unsigned long sbx_KVM_SET_IRQCHIP = KVM_SET_IRQCHIP;
+const unsigned long sbx_KVM_GET_PIT2 = KVM_GET_PIT2;
+const unsigned long sbx_KVM_SET_PIT2 = KVM_SET_PIT2;
+const unsigned long sbx_KVM_ENABLE_CAP = KVM_ENABLE_CAP;
+
+const unsigned long sbx_KVM_RUN = KVM_RUN;
+const unsigned long sbx_KVM_GET_REGS = KVM_GET_REGS;
+const unsigned long sbx_KVM_SET_REGS = KVM_SET_REGS;
+const unsigned long sbx_KVM_GET_SREGS = KVM_GET_SREGS;
+const unsigned long sbx_KVM_SET_SREGS = KVM_SET_SREGS;
+const unsigned long sbx_KVM_GET_FPU = KVM_GET_FPU;
+const unsigned long sbx_KVM_SET_FPU = KVM_SET_FPU;
+const unsigned long sbx_KVM_GET_MSRS = KVM_GET_MSRS;
+const unsigned long sbx_KVM_SET_MSRS = KVM_SET_MSRS;
+const unsigned long sbx_KVM_SET_CPUID2 = KVM_SET_CPUID2;
+const unsigned long sbx_KVM_GET_CPUID2 = KVM_GET_CPUID2;
+const unsigned long sbx_KVM_GET_LAPIC = KVM_GET_LAPIC;
+const unsigned long sbx_KVM_SET_LAPIC = KVM_SET_LAPIC;
+const unsigned long sbx_KVM_GET_MP_STATE = KVM_GET_MP_STATE;
+const unsigned long sbx_KVM_SET_MP_STATE = KVM_SET_MP_STATE;
+const unsigned long sbx_KVM_GET_VCPU_EVENTS = KVM_GET_VCPU_EVENTS;
+const unsigned long sbx_KVM_SET_VCPU_EVENTS = KVM_SET_VCPU_EVENTS;
+const unsigned long sbx_KVM_GET_XSAVE = KVM_GET_XSAVE;
+const unsigned long sbx_KVM_SET_XSAVE = KVM_SET_XSAVE;
+const unsigned long sbx_KVM_GET_XCRS = KVM_GET_XCRS;
+const unsigned long sbx_KVM_SET_XCRS = KVM_SET_XCRS;
+const unsigned long sbx_KVM_GET_DEBUGREGS = KVM_GET_DEBUGREGS;
+const unsigned long sbx_KVM_SET_DEBUGREGS = KVM_SET_DEBUGREGS;
+const unsigned long sbx_KVM_GET_TSC_KHZ = KVM_GET_TSC_KHZ;
+const unsigned long sbx_KVM_SET_TSC_KHZ = KVM_SET_TSC_KHZ;
+const unsigned long sbx_KVM_KVMCLOCK_CTRL = KVM_KVMCLOCK_CTRL;
+
+const unsigned long sbx_TUNSETIFF = TUNSETIFF;
+const unsigned long sbx_TUNSETOFFLOAD = TUNSETOFFLOAD;
+const unsigned long sbx_TUNSETVNETHDRSZ = TUNSETVNETHDRSZ;
+const unsigned long sbx_TUNGETFEATURES = TUNGETFEATURES;
+const unsigned long sbx_TIOCGWINSZ = TIOCGWINSZ;
+const unsigned long sbx_TIOCSWINSZ = TIOCSWINSZ;
+const unsigned long sbx_FIONREAD = FIONREAD;
+
+int sbx_ioctl_ptr(int fd, unsigned long request, void *arg) { return ioctl(fd, request, arg); }
+int sbx_ioctl_val(int fd, unsigned long request, unsigned long arg) { return ioctl(fd, request, arg); }
+int sbx_fcntl_int(int fd, int cmd, int arg) { return fcntl(fd, cmd, arg); }
+int sbx_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, unsigned long a5) {
+    return prctl(option, a2, a3, a4, a5);
+}
+int sbx_open(const char *path, int flags, unsigned int mode) { return open(path, flags, (mode_t)mode); }
+int sbx_openat(int dirfd, const char *path, int flags, unsigned int mode) {
+    return openat(dirfd, path, flags, (mode_t)mode);
+}
+
+static void sbx_kick_handler(int signo) { (void)signo; }
+
+int sbx_install_kick_handler(int signo) {
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = sbx_kick_handler;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0; // no SA_RESTART: KVM_RUN and epoll_wait must return EINTR
+    return sigaction(signo, &sa, NULL);
+}
+
+int sbx_sigrtmin(void) { return SIGRTMIN; }
+
+struct kvm_cpuid2 *sbx_cpuid2_alloc(uint32_t n) {
+    struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + (size_t)n * sizeof(struct kvm_cpuid_entry2));
+    if (c) c->nent = n;
+    return c;
+}
+
+struct kvm_msrs *sbx_msrs_alloc(uint32_t n) {
+    struct kvm_msrs *m = calloc(1, sizeof(*m) + (size_t)n * sizeof(struct kvm_msr_entry));
+    if (m) m->nmsrs = n;
+    return m;
+}
+
+struct kvm_msr_list *sbx_msr_list_alloc(uint32_t n) {
+    struct kvm_msr_list *l = calloc(1, sizeof(*l) + (size_t)n * sizeof(uint32_t));
+    if (l) l->nmsrs = n;
+    return l;
+}
+
+int sbx_set_thread_name(const char *name) {
+    char buf[16];
+    strncpy(buf, name, sizeof buf - 1);
+    buf[sizeof buf - 1] = 0;
+    return pthread_setname_np(pthread_self(), buf);
+}
+
+int sbx_gettid(void) { return (int)syscall(SYS_gettid); }

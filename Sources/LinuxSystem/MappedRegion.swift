@@ -1,0 +1,41 @@
+import Glibc
+
+/// An mmap'd range of host memory, unmapped when the owner goes away.
+public final class MappedRegion: @unchecked Sendable {
+    // Invariant: `base` and `size` never change after init; the bytes are shared with
+    // whoever else maps them (a guest), so readers go through bounds-checked accessors.
+    /// Start of the mapping.
+    public let base: UnsafeMutableRawPointer
+    /// Length of the mapping in bytes.
+    public let size: Int
+
+    /// Maps `size` bytes of private anonymous memory (zero-filled, lazily backed).
+    public init(anonymous size: Int, noReserve: Bool = true) throws(SystemError) {
+        var flags = MAP_PRIVATE | MAP_ANONYMOUS
+        if noReserve { flags |= MAP_NORESERVE }
+        let p = mmap(nil, size, PROT_READ | PROT_WRITE, flags, -1, 0)
+        guard let p, p != MAP_FAILED else { throw SystemError.last("mmap(anonymous, \(size))") }
+        self.base = p
+        self.size = size
+    }
+
+    /// Maps `size` bytes of `fd` from `offset`.
+    public init(file fd: FileDescriptor, size: Int, offset: UInt64 = 0, writable: Bool, shared: Bool) throws(SystemError) {
+        let prot = writable ? PROT_READ | PROT_WRITE : PROT_READ
+        let flags = shared ? MAP_SHARED : MAP_PRIVATE
+        let p = mmap(nil, size, prot, flags, fd.rawValue, off_t(offset))
+        guard let p, p != MAP_FAILED else { throw SystemError.last("mmap(fd \(fd.rawValue), \(size))") }
+        self.base = p
+        self.size = size
+    }
+
+    /// Wraps a mapping made elsewhere (e.g. the vCPU's kvm_run page); unmapped on deinit.
+    public init(adopting base: UnsafeMutableRawPointer, size: Int) {
+        self.base = base
+        self.size = size
+    }
+
+    deinit {
+        munmap(base, size)
+    }
+}

@@ -1,0 +1,215 @@
+import Boot
+import Glibc
+import GuestMemory
+import KVM
+import LegacyDevices
+import LinuxSystem
+
+/// Builds a `Machine` from a `MachineConfig`: opens KVM, lays out memory, loads the
+/// boot images, creates devices and vCPUs. The result is paused (`built`) until `start()`.
+public struct MachineBuilder {
+    public var config: MachineConfig
+    /// The host flavour; detected by default.
+    public var host: HostProfile = .detect()
+    /// Path of the KVM device.
+    public var kvmPath = "/dev/kvm"
+    /// Where guest console bytes go (default: the process's stdout).
+    public var consoleOutput: @Sendable (UInt8) -> Void = MachineBuilder.writeToStdout
+    /// When the process started, if known (for the timeline).
+    public var processStart: MonotonicInstant?
+
+    public init(config: MachineConfig) {
+        self.config = config
+    }
+
+    /// Writes one console byte to fd 1 (unbuffered: each byte already cost a VM exit).
+    public static let writeToStdout: @Sendable (UInt8) -> Void = { byte in
+        var b = byte
+        _ = Glibc.write(1, &b, 1)
+    }
+
+    /// Firmware images must be a whole number of pages, at least one and at most this.
+    public static let maxFirmwareSize = 16 << 20
+
+    /// Builds the machine. Nothing is left behind on failure: every object built so far
+    /// owns its fd or mapping and is released when this throws.
+    public func build() throws(MachineError) -> Machine {
+        try config.validate()
+        let kernelFile = try MachineBuilder.mapFile(config.kernelPath, what: "kernel")
+        let initrdFile = try config.initrdPath.map { (p) throws(MachineError) in try MachineBuilder.mapFile(p, what: "initrd") }
+        let firmwareFile = try config.firmwarePath.map { (p) throws(MachineError) in try MachineBuilder.mapFirmware(p) }
+        let commandLine = config.effectiveCommandLine(host: host)
+        let images: BootImages
+        do {
+            images = try BootImages(kernelBytes: UnsafeRawBufferPointer(start: kernelFile.base, count: kernelFile.size),
+                                    initrd: initrdFile.map { UnsafeRawBufferPointer(start: $0.base, count: $0.size) },
+                                    commandLine: commandLine)
+        } catch { throw .boot(error) }
+        if config.bootProtocol == .pvh, case let .elf(e) = images.kernel, e.pvhEntry == nil {
+            throw .invalidConfig("\(config.kernelPath) has no PVH entry note; use --boot-protocol linux64")
+        }
+        if config.bootProtocol == .pvh, case .bzImage = images.kernel {
+            throw .invalidConfig("PVH boot needs a vmlinux, not a bzImage")
+        }
+
+        let kvm: KVMSystem
+        let vm: VirtualMachine
+        let memory: GuestMemory
+        var retained: [AnyObject] = [kernelFile]
+        if let initrdFile { retained.append(initrdFile) }
+        do {
+            kvm = try KVMSystem(path: kvmPath)
+            vm = try kvm.createVM()
+            try vm.setTSSAddress(BootLayout.tssAddress)
+            try vm.setIdentityMapAddress(BootLayout.identityMapAddress)
+            try vm.createIRQChip()
+            try vm.createPIT2()
+        } catch { throw .kvm(error) }
+        do {
+            memory = try GuestMemory(layout: try BootLayout.ramRegions(size: config.memorySize))
+        } catch let e as BootError {
+            throw .boot(e)
+        } catch let e as GuestMemoryError {
+            throw .memory(e)
+        } catch {
+            throw .system(error as? SystemError ?? SystemError("mmap(guest memory)", errno: ENOMEM))
+        }
+        let firmwareCopy = try firmwareFile.map { (f) throws(MachineError) in try MachineBuilder.writableCopy(of: f) }
+        if let firmwareCopy { retained.append(firmwareCopy) }
+        try MachineBuilder.mapMemory(memory, firmware: firmwareCopy, into: vm)
+
+        // Boot images.
+        var entry = CPUEntryState(mode: .resetVector)
+        var fwCfgContent: (items: [UInt16: FwCfg.Content], files: [String: FwCfg.Content])?
+        do {
+            if firmwareCopy != nil {
+                fwCfgContent = try FirmwareBoot.items(for: images, kernelFile: kernelFile, initrdFile: initrdFile, vcpus: config.vcpus, memory: memory)
+            } else {
+                entry = try DirectBoot.load(images, vcpus: config.vcpus, into: memory, preferPVH: config.bootProtocol != .linux64)
+            }
+        } catch { throw .boot(error) }
+
+        // Devices.
+        let link = MachineLink()
+        let serialIRQ: EventFD
+        do {
+            serialIRQ = try EventFD()
+            try vm.registerIrqfd(serialIRQ, gsi: Serial8250.com1IRQ)
+        } catch let e as KVMError {
+            throw .kvm(e)
+        } catch {
+            throw .system(error as? SystemError ?? SystemError("eventfd", errno: EINVAL))
+        }
+        let serial = Serial8250(output: consoleOutput, interrupt: { try? serialIRQ.signal() })
+        let i8042 = I8042(onReset: { link.machine?.requestStop(.guestReset) })
+        let bootTimer = BootTimer(onMark: { link.machine?.recordMilestone($0) })
+        let fwCfg = fwCfgContent.map { FwCfg(items: $0.items, files: $0.files, memory: memory) }
+        var ports = Bus<UInt16, any PortDevice>()
+        do {
+            try ports.insert(serial, base: Serial8250.com1Base, length: 8)
+            try ports.insert(i8042, base: I8042.basePort, length: I8042.portCount)
+            try ports.insert(bootTimer, base: BootTimer.port, length: 1)
+            if let fwCfg { try ports.insert(fwCfg, base: FwCfg.basePort, length: FwCfg.portCount) }
+        } catch { throw .invalidConfig(error.description) }
+
+        // vCPUs.
+        var vcpus: [VCPU] = []
+        do {
+            let cpuid = try kvm.supportedCPUID()
+            for i in 0..<config.vcpus {
+                let vcpu = try vm.createVCPU(id: UInt32(i))
+                try VCPUSetup.configure(vcpu, index: i, count: config.vcpus, cpuid: cpuid, host: host, entry: i == 0 ? entry : nil)
+                vcpus.append(vcpu)
+            }
+        } catch let e as KVMError {
+            throw .kvm(e)
+        } catch let e as MachineError {
+            throw e
+        } catch {
+            throw .invalidConfig("\(error)")
+        }
+
+        let loop: EventLoop
+        do { loop = try EventLoop() } catch { throw .system(error) }
+        var timeline = BootTimeline()
+        timeline.processStart = processStart
+        let machine = Machine(config: config, host: host, vm: vm, memory: memory, vcpus: vcpus, serial: serial,
+                              bootTimer: bootTimer, i8042: i8042, fwCfg: fwCfg, commandLine: commandLine, entry: entry,
+                              portBus: ports, mmioBus: Bus(), eventLoop: loop, retained: retained,
+                              interruptLines: [serialIRQ], timeline: timeline)
+        link.machine = machine
+        return machine
+    }
+
+    // MARK: - Files
+
+    static func mapFile(_ path: String, what: String) throws(MachineError) -> MappedRegion {
+        let fd: FileDescriptor
+        do { fd = try FileDescriptor.open(path, O_RDONLY) } catch {
+            throw .file(path: path, reason: "cannot open \(what): \(String(cString: strerror(error.errno)))")
+        }
+        let size: UInt64
+        do { size = try fd.size() } catch { throw .file(path: path, reason: error.description) }
+        guard size > 0 else { throw .file(path: path, reason: "\(what) file is empty") }
+        guard size < 1 << 32 else { throw .file(path: path, reason: "\(what) file is larger than 4 GiB") }
+        do { return try MappedRegion(file: fd, size: Int(size), writable: false, shared: false) } catch {
+            throw .file(path: path, reason: "cannot map \(what): \(error)")
+        }
+    }
+
+    static func mapFirmware(_ path: String) throws(MachineError) -> MappedRegion {
+        let region = try mapFile(path, what: "firmware")
+        guard region.size % 4096 == 0, region.size <= maxFirmwareSize else {
+            throw .file(path: path, reason: "firmware image is \(region.size) bytes; it must be a multiple of 4 KiB and at most \(maxFirmwareSize >> 20) MiB")
+        }
+        return region
+    }
+
+    /// Firmware may write to its own image (QEMU's microvm maps it as RAM): give it a private copy.
+    static func writableCopy(of file: MappedRegion) throws(MachineError) -> MappedRegion {
+        let copy: MappedRegion
+        do { copy = try MappedRegion(anonymous: file.size, noReserve: false) } catch { throw .system(error) }
+        copy.base.copyMemory(from: file.base, byteCount: file.size)
+        return copy
+    }
+
+    /// KVM memory slots: guest RAM, and for the firmware path the image at the top of
+    /// 4 GiB plus (as on QEMU) its last 128 KiB aliased just below 1 MiB.
+    static func mapMemory(_ memory: GuestMemory, firmware: MappedRegion?, into vm: VirtualMachine) throws(MachineError) {
+        var slot: UInt32 = 0
+        do {
+            for region in memory.regions {
+                if let firmware, region.guestBase.raw == 0 {
+                    let aliasSize = UInt64(min(firmware.size, 128 << 10))
+                    let aliasBase = BootLayout.highMemoryStart.raw - aliasSize
+                    try vm.setUserMemoryRegion(slot: slot, guestAddress: 0, size: aliasBase, hostAddress: region.hostAddress)
+                    slot += 1
+                    let fwHost = UInt64(UInt(bitPattern: firmware.base))
+                    try vm.setUserMemoryRegion(slot: slot, guestAddress: aliasBase, size: aliasSize,
+                                               hostAddress: fwHost + UInt64(firmware.size) - aliasSize)
+                    slot += 1
+                    try vm.setUserMemoryRegion(slot: slot, guestAddress: BootLayout.fourGiB - UInt64(firmware.size),
+                                               size: UInt64(firmware.size), hostAddress: fwHost)
+                    slot += 1
+                    let high = BootLayout.highMemoryStart.raw
+                    try vm.setUserMemoryRegion(slot: slot, guestAddress: high, size: region.size - high, hostAddress: region.hostAddress + high)
+                } else {
+                    try vm.setUserMemoryRegion(slot: slot, guestAddress: region.guestBase.raw, size: region.size, hostAddress: region.hostAddress)
+                }
+                slot += 1
+            }
+        } catch { throw .kvm(error) }
+    }
+}
+
+/// Lets devices built before the machine reach it once it exists.
+final class MachineLink: @unchecked Sendable {
+    // Invariant: `target` is only read or written with `lock` held.
+    private let lock = PthreadMutex()
+    private weak var target: Machine?
+
+    var machine: Machine? {
+        get { lock.withLock { target } }
+        set { lock.withLock { target = newValue } }
+    }
+}

@@ -1,0 +1,70 @@
+import Boot
+
+/// A validated description of a VM to build. Plain data: the runtime objects are
+/// made from it by `MachineBuilder`.
+public struct MachineConfig: Codable, Sendable, Equatable {
+    /// How the kernel is entered on the direct path.
+    public enum BootProtocol: String, Codable, Sendable, CaseIterable {
+        /// PVH for a vmlinux that has the note, else the 64-bit boot protocol.
+        case auto
+        /// The 32-bit PVH entry (vmlinux only).
+        case pvh
+        /// The 64-bit Linux boot protocol.
+        case linux64
+    }
+
+    /// Kernel image: ELF vmlinux or bzImage.
+    public var kernelPath: String
+    /// Optional initrd (cpio archive).
+    public var initrdPath: String?
+    /// Kernel command line before host flags are appended.
+    public var commandLine: String
+    /// Append the host's fixup flags (see `HostProfile`) to the command line.
+    public var appendHostFlags: Bool = true
+    /// Boot through this firmware image (reset vector, fw_cfg) instead of loading the kernel directly.
+    public var firmwarePath: String?
+    /// Number of vCPUs.
+    public var vcpus: Int = 1
+    /// Guest RAM in bytes.
+    public var memorySize: UInt64 = 256 << 20
+    /// Direct-boot entry choice.
+    public var bootProtocol: BootProtocol = .auto
+
+    /// The command line `sandbox boot` uses when none is given: serial console, reboot
+    /// through the i8042 (how the guest ends the VM), no PCI or module probing, a
+    /// single legacy UART, no port-0x80 delays, and quiet (each console line costs an exit per byte).
+    public static let defaultCommandLine =
+        "console=ttyS0 reboot=k panic=-1 pci=off nomodule 8250.nr_uarts=1 i8042.noaux i8042.nomux io_delay=none quiet"
+
+    public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = MachineConfig.defaultCommandLine,
+                firmwarePath: String? = nil, vcpus: Int = 1, memorySize: UInt64 = 256 << 20) {
+        self.kernelPath = kernelPath
+        self.initrdPath = initrdPath
+        self.commandLine = commandLine
+        self.firmwarePath = firmwarePath
+        self.vcpus = vcpus
+        self.memorySize = memorySize
+    }
+
+    /// Largest vCPU count (bounded by the MP table).
+    public static let maxVCPUs = MPTable.maxCPUs
+
+    /// Checks what can be checked without touching files or KVM.
+    public func validate() throws(MachineError) {
+        guard vcpus >= 1, vcpus <= MachineConfig.maxVCPUs else {
+            throw .invalidConfig("--vcpus must be between 1 and \(MachineConfig.maxVCPUs), got \(vcpus)")
+        }
+        do { _ = try BootLayout.ramRegions(size: memorySize) } catch { throw .boot(error) }
+        if bootProtocol == .pvh && firmwarePath != nil {
+            throw .invalidConfig("--boot-protocol applies to the direct path, not with --firmware")
+        }
+    }
+
+    /// The command line the guest gets on `host`.
+    public func effectiveCommandLine(host: HostProfile) -> String {
+        guard appendHostFlags else { return commandLine }
+        let words = Set(commandLine.split(separator: " ").map(String.init))
+        let extra = host.commandLineFlags.filter { !words.contains($0) }
+        return extra.isEmpty ? commandLine : commandLine + " " + extra.joined(separator: " ")
+    }
+}

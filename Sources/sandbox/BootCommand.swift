@@ -1,0 +1,145 @@
+import ArgumentParser
+import Glibc
+import LinuxSystem
+import Machine
+
+/// Options shared by `boot` and the benchmarks: what to boot and how big.
+struct MachineOptions: ParsableArguments {
+    @Option(help: "Kernel image: ELF vmlinux (PVH) or bzImage. Default: build/vmlinux from `make kernel`.")
+    var kernel: String?
+
+    @Option(help: "Initrd (cpio). Default: build/test-initramfs.cpio from `make initramfs`; \"none\" for no initrd.")
+    var initrd: String?
+
+    @Option(help: "Kernel command line (replaces the default; host fixup flags are still appended).")
+    var cmdline: String?
+
+    @Option(help: "Words appended to the command line.")
+    var append: String?
+
+    @Option(help: "Boot through this firmware image at the reset vector (fw_cfg path) instead of direct boot.")
+    var firmware: String?
+
+    @Option(help: "Number of vCPUs.")
+    var vcpus: Int = 1
+
+    @Option(help: "Guest memory, e.g. 256M or 1G.")
+    var memory: String = "256M"
+
+    @Option(help: "Direct-boot entry: auto, pvh or linux64.")
+    var bootProtocol: MachineConfig.BootProtocol = .auto
+
+    @Flag(help: "Do not append this host's fixup flags to the command line.")
+    var noHostFlags = false
+
+    func machineConfig() throws -> MachineConfig {
+        guard let bytes = SizeParser.parse(memory) else { throw ValidationError("cannot parse --memory \(memory)") }
+        let kernelPath = try kernel ?? Assets.require("vmlinux", what: "--kernel", hint: "run `make kernel` or pass --kernel")
+        var initrdPath: String? = initrd
+        if initrd == nil { initrdPath = Assets.find("test-initramfs.cpio") }
+        if initrd == "none" { initrdPath = nil }
+        var line = cmdline ?? MachineConfig.defaultCommandLine
+        if let append, !append.isEmpty { line += " " + append }
+        var config = MachineConfig(kernelPath: kernelPath, initrdPath: initrdPath, commandLine: line,
+                                   firmwarePath: firmware, vcpus: vcpus, memorySize: bytes)
+        config.bootProtocol = bootProtocol
+        config.appendHostFlags = !noHostFlags
+        do { try config.validate() } catch { throw ValidationError(error.description) }
+        return config
+    }
+}
+
+extension MachineConfig.BootProtocol: ExpressibleByArgument {}
+
+struct BootCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "boot",
+        abstract: "Boot a guest with its serial console on this terminal.",
+        discussion: """
+        The guest ends the VM by rebooting (`reboot -f`, with `reboot=k` on the command line). \
+        Exit status: 0 when the guest ended normally, 2 on a triple fault, 3 on an emulation or \
+        entry failure, 4 on --timeout, 1 on a VMM error. Ctrl-A x quits from a terminal.
+        """
+    )
+
+    @OptionGroup var machine: MachineOptions
+
+    @Option(help: "Stop the guest after this many seconds and report where its vCPUs were.")
+    var timeout: Double?
+
+    @Flag(help: "Print boot milestones (ms since process start) to stderr at the end.")
+    var timeline = false
+
+    @Flag(help: "Print VM exits by kind to stderr at the end.")
+    var exitStats = false
+
+    @Option(help: "Write a JSON report (timeline, exits, memory) to this file at the end.")
+    var report: String?
+
+    func run() throws {
+        let start = ProcessStart.instant
+        let config = try machine.machineConfig()
+        var builder = MachineBuilder(config: config)
+        builder.processStart = start
+        let vm: Machine
+        do { vm = try builder.build() } catch {
+            throw ValidationError(error.description)
+        }
+        let terminal = RawTerminal(fd: 0)
+        defer { terminal?.restore() }
+        if isatty(0) == 1 || getenv("SANDBOX_CONSOLE_INPUT") != nil {
+            try? vm.attachConsoleInput(fd: 0, escape: terminal != nil)
+        }
+        do { try vm.start() } catch { throw ValidationError(error.description) }
+        let exit = vm.wait(timeout: timeout)
+        terminal?.restore()
+        let overhead = MemoryUsage.current(excludingGuestBytes: config.memorySize)
+        if timeline { printTimeline(vm.timeline, origin: start) }
+        if exitStats { printExits(vm.exitStatistics) }
+        if let report {
+            let json = BootReport(exit: exit, timeline: vm.timeline, origin: start, exits: vm.exitStatistics, memory: overhead,
+                                  commandLine: vm.commandLine, host: vm.host.kind.rawValue).json
+            let fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            if fd >= 0 {
+                _ = json.withCString { Glibc.write(fd, $0, strlen($0)) }
+                close(fd)
+            }
+        }
+        if !exit.isClean { eprint("sandbox: \(exit)") }
+        if exit.exitCode != 0 { throw ExitCode(exit.exitCode) }
+    }
+
+    func printTimeline(_ t: BootTimeline, origin: MonotonicInstant) {
+        for (name, ms) in t.milliseconds(from: t.processStart ?? origin) {
+            eprint(String(format3(ms)) + " ms  " + name)
+        }
+    }
+
+    func printExits(_ stats: ExitStatistics) {
+        eprint("\(stats.total) VM exits")
+        for (kind, count) in stats.ranked { eprint("  \(count)\t\(kind)") }
+    }
+}
+
+/// The process start as the benchmark parent saw it (SANDBOX_T0, monotonic ns), or main().
+enum ProcessStart {
+    static let instant: MonotonicInstant = {
+        if let t = getenv("SANDBOX_T0").flatMap({ UInt64(String(cString: $0)) }) { return MonotonicInstant(nanoseconds: t) }
+        return .now()
+    }()
+}
+
+func eprint(_ s: String) {
+    let line = s + "\n"
+    _ = line.withCString { Glibc.write(2, $0, strlen($0)) }
+}
+
+func format3(_ v: Double) -> String {
+    let scaled = (v * 1000).rounded() / 1000
+    var s = String(scaled)
+    if let dot = s.firstIndex(of: ".") {
+        let decimals = s.distance(from: dot, to: s.endIndex) - 1
+        if decimals < 3 { s += String(repeating: "0", count: 3 - decimals) }
+    }
+    return s
+}
