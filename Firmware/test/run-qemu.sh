@@ -51,19 +51,40 @@ run() {
 		-nodefaults -no-user-config -nographic -no-reboot \
 		-serial "file:$work/$name.log" -monitor none \
 		-device isa-debug-exit,iobase=0xf4,iosize=4 \
-		-bios "$firmware" "$@" </dev/null >"$work/$name.qemu" 2>&1
+		-msg timestamp=on -trace memory_region_ops_write \
+		-bios "$firmware" "$@" </dev/null >"$work/$name.trace" 2>&1
 	status=$?
 	elapsed_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+	grep -v memory_region_ops_write "$work/$name.trace" >"$work/$name.qemu"
+	firmware_time=$(firmware_time "$work/$name.trace")
 }
 
-# check NAME STATUS PATTERN...: QEMU ended with STATUS and each extended
-# regular expression PATTERN matches a whole line of the console.
+# firmware_time TRACE: the time from the firmware's BOOT_TIMER_FIRMWARE (0x10)
+# write to port 0x4f0 to its BOOT_TIMER_KERNEL (0x11) write, from QEMU's
+# timestamped trace of I/O writes ("PID@SECONDS.MICROSECONDS:...").
+firmware_time() {
+	awk -F'[@:]' '
+		/addr 0x4f0 value 0x10 / { start = $2 }
+		/addr 0x4f0 value 0x11 / { end = $2 }
+		END { if (start && end) printf "firmware %.1f ms", (end - start) * 1000; else printf "firmware did not reach the kernel" }
+	' "$1"
+}
+
+# check NAME STATUS PORT-WRITES PATTERN...: QEMU ended with STATUS, the
+# bytes written to port 0x4f0 were PORT-WRITES (space-separated, in order)
+# and each extended regular expression PATTERN matches a whole line of the
+# console.
 check() {
-	name=$1 want=$2
-	shift 2
+	name=$1 want=$2 want_writes=$3
+	shift 3
 	ok=0
 	if [ "$status" != "$want" ]; then
 		echo "  QEMU exit status $status, expected $want"
+		ok=1
+	fi
+	writes=$(sed -n 's/.*addr 0x4f0 value \(0x[0-9a-f]*\) .*/\1/p' "$work/$name.trace" | tr '\n' ' ')
+	if [ "$writes" != "$want_writes " ]; then
+		echo "  port 0x4f0 got: $writes expected: $want_writes"
 		ok=1
 	fi
 	for pattern in "$@"; do
@@ -74,7 +95,7 @@ check() {
 	done
 	if [ "$ok" = 0 ]; then
 		passed=$((passed + 1))
-		echo "PASS $name (${elapsed_ms} ms, $QEMU_ACCEL)"
+		echo "PASS $name ($QEMU_ACCEL: QEMU ran ${elapsed_ms} ms, $firmware_time)"
 	else
 		failed=$((failed + 1))
 		echo "FAIL $name"
@@ -88,7 +109,7 @@ hex='0x[0-9a-f]{8}'
 # 1. Two CPUs, an initrd and a command line. The test kernel ends QEMU
 #    through isa-debug-exit: status (0x20 << 1) | 1 = 65.
 run smp2 60 2 -kernel "$small" -initrd "$work/initrd" -append "console=ttyS0 sandbox.test=1"
-check smp2 65 \
+check smp2 65 "0x10 0x11 0x20" \
 	"stub: entry esi=0x00007000 eip=0x00100000" \
 	"stub: protocol ok" \
 	"stub: e820 entries=0x0[1-9]" \
@@ -101,7 +122,7 @@ check smp2 65 \
 
 # 2. Four CPUs, a 16 MiB kernel, no initrd, an empty command line.
 run large-smp4 60 4 -kernel "$large"
-check large-smp4 65 \
+check large-smp4 65 "0x10 0x11 0x20" \
 	"stub: protocol ok" \
 	'stub: cmdline ""' \
 	'stub: initrd addr=0x00000000 size=0x00000000 head ""' \
@@ -113,8 +134,14 @@ check large-smp4 65 \
 # 3. No kernel: the firmware says so on the UART and halts for good, so
 #    QEMU is ended by the timeout (status 124).
 run no-kernel 5 1
-check no-kernel 124 \
+check no-kernel 124 "0x10 0xee" \
 	"sandbox-firmware: no kernel \(FW_CFG_SETUP_SIZE or FW_CFG_KERNEL_SIZE is 0\)"
+
+# 4. A kernel file without the "HdrS" header: refused the same way.
+head -c 8192 /dev/zero >"$work/not-bzimage"
+run not-bzimage 5 1 -kernel "$work/not-bzimage"
+check not-bzimage 124 "0x10 0xee" \
+	"sandbox-firmware: kernel setup is not a bzImage header of boot protocol 2.02 or later"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]
