@@ -96,6 +96,13 @@ int sbx_install_kick_handler(int signo) {
 
 int sbx_sigrtmin(void) { return SIGRTMIN; }
 
+int sbx_unblock_signal(int signo) {
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, signo);
+    return pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+}
+
 struct kvm_cpuid2 *sbx_cpuid2_alloc(uint32_t n) {
     struct kvm_cpuid2 *c = calloc(1, sizeof(*c) + (size_t)n * sizeof(struct kvm_cpuid_entry2));
     if (c) c->nent = n;

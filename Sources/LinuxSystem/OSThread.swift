@@ -98,4 +98,9 @@ public enum KickSignal {
     public static func install() throws(SystemError) {
         if sbx_install_kick_handler(number) != 0 { throw SystemError.last("sigaction(kick)") }
     }
+
+    /// Lets the kick reach the calling thread, whatever mask it inherited from its creator.
+    public static func unblockForCurrentThread() {
+        _ = sbx_unblock_signal(number)
+    }
 }

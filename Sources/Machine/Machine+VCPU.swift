@@ -8,6 +8,7 @@ extension Machine {
     /// The vCPU thread: KVM_RUN until the machine stops, dispatching exits synchronously.
     func runVCPU(_ index: Int) {
         let vcpu = vcpus[index]
+        KickSignal.unblockForCurrentThread()
         var counts = ExitStatistics()
         defer { mergeStatistics(counts) }
         if index == 0 { noteFirstRun() }

@@ -17,6 +17,10 @@ public struct MachineBuilder {
     public var consoleOutput: @Sendable (UInt8) -> Void = MachineBuilder.writeToStdout
     /// When the process started, if known (for the timeline).
     public var processStart: MonotonicInstant?
+    /// Additional port devices (base, length, device), e.g. for tests and debugging.
+    public var extraPortDevices: [(base: UInt16, length: UInt16, device: any PortDevice)] = []
+    /// Additional MMIO devices (base, length, device) in the MMIO hole.
+    public var extraMMIODevices: [(base: UInt64, length: UInt64, device: any MMIODevice)] = []
 
     public init(config: MachineConfig) {
         self.config = config
@@ -110,6 +114,11 @@ public struct MachineBuilder {
             try ports.insert(i8042, base: I8042.basePort, length: I8042.portCount)
             try ports.insert(bootTimer, base: BootTimer.port, length: 1)
             if let fwCfg { try ports.insert(fwCfg, base: FwCfg.basePort, length: FwCfg.portCount) }
+            for extra in extraPortDevices { try ports.insert(extra.device, base: extra.base, length: extra.length) }
+        } catch { throw .invalidConfig(error.description) }
+        var mmio = Bus<UInt64, any MMIODevice>()
+        do {
+            for extra in extraMMIODevices { try mmio.insert(extra.device, base: extra.base, length: extra.length) }
         } catch { throw .invalidConfig(error.description) }
 
         // vCPUs.
@@ -135,7 +144,7 @@ public struct MachineBuilder {
         timeline.processStart = processStart
         let machine = Machine(config: config, host: host, vm: vm, memory: memory, vcpus: vcpus, serial: serial,
                               bootTimer: bootTimer, i8042: i8042, fwCfg: fwCfg, commandLine: commandLine, entry: entry,
-                              portBus: ports, mmioBus: Bus(), eventLoop: loop, retained: retained,
+                              portBus: ports, mmioBus: mmio, eventLoop: loop, retained: retained,
                               interruptLines: [serialIRQ], timeline: timeline)
         link.machine = machine
         return machine

@@ -13,7 +13,7 @@ enum Assets {
         var dirs: [String] = []
         if let env = getenv("SANDBOX_ASSETS").map({ String(cString: $0) }), !env.isEmpty { dirs.append(env) }
         var cwd = [CChar](repeating: 0, count: 4096)
-        if getcwd(&cwd, cwd.count) != nil { dirs.append(String(cString: cwd) + "/build") }
+        if getcwd(&cwd, cwd.count) != nil { dirs.append(cString(cwd) + "/build") }
         var dir = parent(executablePath())
         for _ in 0..<6 where dir != "/" && !dir.isEmpty {
             dirs.append(dir + "/build")
@@ -28,7 +28,12 @@ enum Assets {
     static func executablePath() -> String {
         var buf = [CChar](repeating: 0, count: 4096)
         let n = readlink("/proc/self/exe", &buf, buf.count - 1)
-        return n > 0 ? String(cString: buf) : CommandLine.arguments[0]
+        return n > 0 ? cString(buf) : CommandLine.arguments[0]
+    }
+
+    static func cString(_ buffer: [CChar]) -> String {
+        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
     static func parent(_ path: String) -> String {

@@ -81,6 +81,7 @@ struct BootCommand: ParsableCommand {
         let config = try machine.machineConfig()
         var builder = MachineBuilder(config: config)
         builder.processStart = start
+        if let device = getenv("SANDBOX_KVM_DEVICE") { builder.kvmPath = String(cString: device) }
         let vm: Machine
         do { vm = try builder.build() } catch {
             throw ValidationError(error.description)

@@ -99,6 +99,8 @@ int sbx_openat(int dirfd, const char *path, int flags, unsigned int mode);
 int sbx_install_kick_handler(int signo);
 /// The first real-time signal number (SIGRTMIN is a function call in glibc).
 int sbx_sigrtmin(void);
+/// Unblocks `signo` for the calling thread (threads inherit their creator's mask).
+int sbx_unblock_signal(int signo);
 /// Names the calling thread (pthread_setname_np needs _GNU_SOURCE, which Swift does not set).
 int sbx_set_thread_name(const char *name);
 /// The calling thread's kernel id.

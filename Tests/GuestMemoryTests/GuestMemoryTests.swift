@@ -1,0 +1,65 @@
+import Testing
+@testable import GuestMemory
+
+@Suite struct GuestMemoryTests {
+    @Test func readsBackWhatItWrites() throws {
+        let m = try GuestMemory(size: 1 << 20)
+        try m.write(UInt32(0xdead_beef), at: GuestAddress(0x1000))
+        #expect(try m.read(UInt32.self, at: GuestAddress(0x1000)) == 0xdead_beef)
+        #expect(try m.readBytes(at: GuestAddress(0x1000), count: 4) == [0xef, 0xbe, 0xad, 0xde])
+        try m.write(bytes: [1, 2, 3], at: GuestAddress(0xffffd))
+        #expect(try m.readBytes(at: GuestAddress(0xffffd), count: 3) == [1, 2, 3])
+    }
+
+    @Test func rejectsAccessPastTheEnd() throws {
+        let m = try GuestMemory(size: 1 << 20)
+        #expect(throws: GuestMemoryError.outOfBounds(GuestAddress(0xffffe), length: 4)) {
+            try m.read(UInt32.self, at: GuestAddress(0xffffe))
+        }
+        #expect(throws: GuestMemoryError.self) { try m.readBytes(at: GuestAddress(1 << 40), count: 1) }
+    }
+
+    @Test func rejectsAddressPlusLengthThatWraps() throws {
+        let m = try GuestMemory(size: 1 << 20)
+        #expect(throws: GuestMemoryError.overflow(GuestAddress(.max - 1), 4)) {
+            try m.read(UInt32.self, at: GuestAddress(.max - 1))
+        }
+        #expect(GuestAddress(.max).adding(1) == nil)
+    }
+
+    @Test func rejectsAccessSpanningTwoRegions() throws {
+        let m = try GuestMemory(layout: [(GuestAddress(0), 0x1000), (GuestAddress(0x1000), 0x1000)])
+        #expect(throws: GuestMemoryError.self) { try m.read(UInt64.self, at: GuestAddress(0xffc)) }
+        #expect(try m.read(UInt32.self, at: GuestAddress(0xffc)) == 0)
+        #expect(try m.read(UInt32.self, at: GuestAddress(0x1000)) == 0)
+    }
+
+    @Test func allowsZeroLengthAccessAtTheEnd() throws {
+        let m = try GuestMemory(size: 0x1000)
+        #expect(m.contains(GuestAddress(0x1000), length: 0))
+        #expect(!m.contains(GuestAddress(0x1000), length: 1))
+    }
+
+    @Test func rejectsOverlappingRegions() {
+        #expect(throws: GuestMemoryError.self) {
+            try GuestMemory(layout: [(GuestAddress(0), 0x2000), (GuestAddress(0x1000), 0x1000)])
+        }
+    }
+
+    @Test func readsAndWritesFilesDirectlyInGuestMemory() throws {
+        let m = try GuestMemory(size: 1 << 20)
+        let path = "/tmp/sandbox-guestmemory-test-\(getpid())"
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        #expect(fd >= 0)
+        defer { close(fd); unlink(path) }
+        try m.write(bytes: Array(0..<255), at: GuestAddress(0x2000))
+        #expect(try m.writeToFile(fd, offset: 10, from: GuestAddress(0x2000), length: 255) == 255)
+        #expect(try m.readFromFile(fd, offset: 10, into: GuestAddress(0x8000), length: 300) == 255) // short at EOF
+        #expect(try m.readBytes(at: GuestAddress(0x8000), count: 255) == Array(0..<255))
+        #expect(throws: GuestMemoryError.self) { try m.readFromFile(fd, offset: 0, into: GuestAddress(0xfffff), length: 2) }
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
