@@ -9,12 +9,18 @@
 #define BOOT_PARAMS_SIZE	0x1000
 
 /* struct boot_params */
+#define BP_ALT_MEM_K		0x1e0	/* u32: KiB of RAM from 1 MiB up */
 #define BP_E820_ENTRIES		0x1e8	/* u8 */
 #define BP_HDR			0x1f1	/* struct setup_header */
 #define BP_HDR_LIMIT		0x290	/* edd_mbr_sig_buffer: no header field reaches here */
 #define BP_E820_TABLE		0x2d0	/* struct boot_e820_entry[128] */
 #define BP_E820_MAX		128
 #define E820_ENTRY_SIZE		20	/* { u64 addr; u64 size; u32 type; } packed */
+#define E820_ADDR		0
+#define E820_SIZE		8
+#define E820_TYPE		16
+#define E820_TYPE_RAM		1
+#define HIGH_MEMORY		0x100000	/* 1 MiB, where alt_mem_k counts from */
 
 /* struct setup_header, at the same offsets in the bzImage and in boot_params */
 #define HDR_JUMP_OFFSET		0x201	/* u8: the header ends at 0x202 + this */

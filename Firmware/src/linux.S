@@ -111,7 +111,40 @@ linux_load:
 	movl	$E820_ENTRY_SIZE, %ecx
 	divl	%ecx
 	movb	%al, ZERO_PAGE + BP_E820_ENTRIES
-	ret
+
+	/*
+	 * alt_mem_k, the BIOS E801 answer: KiB of RAM from 1 MiB up, from the
+	 * RAM entry that covers 1 MiB. Linux ignores an e820 map of fewer than
+	 * two entries (arch/x86/kernel/e820.c, append_e820_table) and then
+	 * assumes RAM at [0, 636 KiB) and [1 MiB, 1 MiB + alt_mem_k KiB).
+	 * QEMU's microvm hands out such a one-entry map when it runs without
+	 * KVM.
+	 */
+	movl	%eax, %ecx
+	movl	$ZERO_PAGE + BP_E820_TABLE, %esi
+	jecxz	3f
+1:	cmpl	$E820_TYPE_RAM, E820_TYPE(%esi)
+	jne	2f
+	cmpl	$0, E820_ADDR + 4(%esi)
+	jne	2f
+	cmpl	$HIGH_MEMORY, E820_ADDR(%esi)
+	ja	2f
+	movl	E820_ADDR(%esi), %eax		/* %edx:%eax = end - 1 MiB */
+	xorl	%edx, %edx
+	addl	E820_SIZE(%esi), %eax
+	adcl	E820_SIZE + 4(%esi), %edx
+	subl	$HIGH_MEMORY, %eax
+	sbbl	$0, %edx
+	js	2f				/* ends below 1 MiB */
+	shrdl	$10, %edx, %eax
+	shrl	$10, %edx
+	jz	4f
+	movl	$0xffffffff, %eax		/* 4 TiB or more */
+4:	movl	%eax, ZERO_PAGE + BP_ALT_MEM_K
+	jmp	3f
+2:	addl	$E820_ENTRY_SIZE, %esi
+	loop	1b
+3:	ret
 
 .Lno_kernel:
 	FAIL	msg_no_kernel

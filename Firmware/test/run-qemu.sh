@@ -112,7 +112,7 @@ run smp2 60 2 -kernel "$small" -initrd "$work/initrd" -append "console=ttyS0 san
 check smp2 65 "0x10 0x11 0x20" \
 	"stub: entry esi=0x00007000 eip=0x00100000" \
 	"stub: protocol ok" \
-	"stub: e820 entries=0x0[1-9]" \
+	"stub: e820 entries=0x0[1-9] alt_mem_k=0x0003fc00" \
 	'stub: cmdline "console=ttyS0 sandbox.test=1"' \
 	"stub: initrd addr=$hex size=0x00000025 head \"sandbox initrd test line\"" \
 	"stub: kernel tail ok" \

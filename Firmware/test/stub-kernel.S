@@ -7,7 +7,7 @@
  *   stub: entry esi=0x00007000 eip=0x00100000
  *   stub: protocol ok                  (or: stub: protocol BAD <what>)
  *   stub: header loader=0xb0 version=0x020f code32_start=0x00100000
- *   stub: e820 entries=0x01
+ *   stub: e820 entries=0x01 alt_mem_k=0x0003fc00
  *   stub: e820 0x0000000000000000 0x0000000010000000 0x01
  *   stub: cmdline "<the command line>"
  *   stub: initrd addr=0x... size=0x... head "<its first line>"
@@ -33,6 +33,7 @@
 #define BOOT_DS			0x18
 
 /* struct boot_params offsets (Documentation/x86/zero-page.rst, boot.rst). */
+#define BP_ALT_MEM_K		0x1e0
 #define BP_E820_ENTRIES		0x1e8
 #define BP_E820_TABLE		0x2d0
 #define HDR_VERSION		0x206
@@ -249,6 +250,8 @@ stub_entry:
 	PRINT	"stub: e820 entries="
 	movzbl	BP_E820_ENTRIES(%ebx), %eax
 	HEX8
+	PRINT	" alt_mem_k="
+	HEX32	BP_ALT_MEM_K(%ebx)
 	NEWLINE
 	movzbl	BP_E820_ENTRIES(%ebx), %ebp
 	testl	%ebp, %ebp
