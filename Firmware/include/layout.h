@@ -43,10 +43,12 @@
 
 /*
  * The MP floating pointer goes at the start of the last KiB of base memory
- * (639 KiB), the second place Linux scans; the configuration table sits
- * right below it, 16-byte aligned.
+ * (639 KiB), the second place Linux scans; the configuration table follows
+ * it up to MP_AREA_END when it fits there (up to 37 CPUs), else it goes
+ * right below the floating pointer, 16-byte aligned.
  */
 #define MP_FLOATING		0x9FC00
+#define MP_AREA_END		0xA0000
 
 /* I/O ports. */
 #define UART_PORT		0x3f8	/* 8250 transmit holding register */

@@ -15,7 +15,10 @@
  *   - ExtINT on LINT0 of APIC 0, NMI on LINT1 of every APIC.
  *
  * The floating pointer is at MP_FLOATING (0x9FC00), the configuration table
- * right below it; both sit in the region Linux scans and reserves.
+ * right after it as long as it ends by 0xA0000 (37 CPUs), which keeps both in
+ * the KiB that a VMM's e820 map marks reserved for them; a larger table goes
+ * right below the floating pointer instead. Linux reserves the table wherever
+ * it is (and all of the first MiB anyway).
  */
 
 #include "layout.h"
@@ -50,14 +53,18 @@ mptable_build:
 	setnz	%al
 	movzbl	%al, %ebp			/* 1: IRQ 0 on pin 2, no entry for IRQ 2 */
 
-	/* Table length, and its address: ending at the floating pointer. */
+	/* Table length, and its address: after the floating pointer if it fits, else below. */
 	imull	$MPC_CPU_SIZE, %ebx, %ecx
 	addl	$MPC_FIXED_SIZE, %ecx
 	leal	(, %ebp, MPC_INTSRC_SIZE), %eax
 	subl	%eax, %ecx
+	movl	$MP_FLOATING + MPF_SIZE, %edi
+	cmpl	$MP_AREA_END - (MP_FLOATING + MPF_SIZE), %ecx
+	jbe	1f
 	movl	$MP_FLOATING, %edi
 	subl	%ecx, %edi
 	andl	$~15, %edi
+1:
 	pushl	%edi				/* table address */
 	pushl	%ecx				/* table length */
 

@@ -116,7 +116,7 @@ check smp2 65 "0x10 0x11 0x20" \
 	'stub: cmdline "console=ttyS0 sandbox.test=1"' \
 	"stub: initrd addr=$hex size=0x00000025 head \"sandbox initrd test line\"" \
 	"stub: kernel tail ok" \
-	"stub: mp found=0x0009fc00 table=$hex cpus=0x02 bsp=0x00 ioapic=0x02 intsrc=0x17 lint=0x02 irq0pin=0x02" \
+	"stub: mp found=0x0009fc00 table=0x0009fc10 cpus=0x02 bsp=0x00 ioapic=0x02 intsrc=0x17 lint=0x02 irq0pin=0x02" \
 	"stub: mp checksums ok" \
 	"stub: result PASS"
 
@@ -127,17 +127,26 @@ check large-smp4 65 "0x10 0x11 0x20" \
 	'stub: cmdline ""' \
 	'stub: initrd addr=0x00000000 size=0x00000000 head ""' \
 	"stub: kernel tail ok" \
-	"stub: mp found=0x0009fc00 table=$hex cpus=0x04 bsp=0x00 ioapic=0x04 intsrc=0x17 lint=0x02 irq0pin=0x02" \
+	"stub: mp found=0x0009fc00 table=0x0009fc10 cpus=0x04 bsp=0x00 ioapic=0x04 intsrc=0x17 lint=0x02 irq0pin=0x02" \
 	"stub: mp checksums ok" \
 	"stub: result PASS"
 
-# 3. No kernel: the firmware says so on the UART and halts for good, so
+# 3. Forty CPUs: the MP table no longer fits in the KiB above the floating
+#    pointer (37 CPUs do) and goes right below it.
+run smp40 60 40 -kernel "$small"
+check smp40 65 "0x10 0x11 0x20" \
+	"stub: protocol ok" \
+	"stub: mp found=0x0009fc00 table=0x0009f7d0 cpus=0x28 bsp=0x00 ioapic=0x28 intsrc=0x17 lint=0x02 irq0pin=0x02" \
+	"stub: mp checksums ok" \
+	"stub: result PASS"
+
+# 4. No kernel: the firmware says so on the UART and halts for good, so
 #    QEMU is ended by the timeout (status 124).
 run no-kernel 5 1
 check no-kernel 124 "0x10 0xee" \
 	"sandbox-firmware: no kernel \(FW_CFG_SETUP_SIZE or FW_CFG_KERNEL_SIZE is 0\)"
 
-# 4. A kernel file without the "HdrS" header: refused the same way.
+# 5. A kernel file without the "HdrS" header: refused the same way.
 head -c 8192 /dev/zero >"$work/not-bzimage"
 run not-bzimage 5 1 -kernel "$work/not-bzimage"
 check not-bzimage 124 "0x10 0xee" \
