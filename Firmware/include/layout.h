@@ -36,6 +36,7 @@
 #define SCRATCH			0x8010	/* small fw_cfg items land here */
 #define MP_CPU_SIGNATURE	0x8020	/* CPUID.1:EAX, copied into the MP table */
 #define MP_CPU_FEATURES		0x8024	/* CPUID.1:EDX, copied into the MP table */
+#define MP_IRQ0_OVERRIDE	0x8028	/* 1 when ISA IRQ 0 is on I/O APIC pin 2 */
 #define STACK_TOP		0x9000	/* grows down from here */
 
 /* Lowest address the VMM may give for the real-mode setup blob. */

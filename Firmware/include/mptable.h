@@ -70,4 +70,7 @@
 				 IOAPIC_PINS * MPC_INTSRC_SIZE + 2 * MPC_LINTSRC_SIZE)
 #define MPC_FIXED_ENTRIES	(1 + 1 + IOAPIC_PINS + 2)
 
+/* The sum of the four bytes of a 32-bit constant, for checksums. */
+#define BYTESUM32(x)	(((x) & 0xff) + (((x) >> 8) & 0xff) + (((x) >> 16) & 0xff) + (((x) >> 24) & 0xff))
+
 #endif

@@ -112,26 +112,20 @@ fw_cfg_find_file:
 	movl	%esi, %ebp			/* name */
 	movl	%ecx, %ebx			/* name length */
 
-	movl	$FW_CFG_FILE_DIR, %eax		/* be32 count */
-	movl	$4, %ecx
+	/*
+	 * Count and entries in one transfer of the largest directory searched;
+	 * what lies past the end of a shorter one reads as zeros.
+	 */
+	movl	$FW_CFG_FILE_DIR, %eax
+	movl	$4 + FILE_DIR_MAX * FW_CFG_FILE_ENTRY_SIZE, %ecx
 	movl	$FILE_DIR_BUF, %edi
 	call	fw_cfg_read
-	movl	FILE_DIR_BUF, %esi
-	bswap	%esi
-	cmpl	$FILE_DIR_MAX, %esi
+	movl	FILE_DIR_BUF, %edx		/* be32 count: entries left */
+	bswap	%edx
+	cmpl	$FILE_DIR_MAX, %edx
 	jbe	1f
-	movl	$FILE_DIR_MAX, %esi
-1:	pushl	%esi				/* entries to search */
-
-	/* The entries follow the count: read on from the current offset. */
-	movl	$FW_CFG_DMA_READ, %eax
-	movl	%esi, %ecx
-	shll	$FW_CFG_FILE_ENTRY_SHIFT, %ecx
-	movl	$FILE_DIR_BUF + 4, %edi
-	call	fw_cfg_dma
-
-	popl	%edx				/* entries left */
-	movl	$FILE_DIR_BUF + 4, %eax		/* current entry */
+	movl	$FILE_DIR_MAX, %edx
+1:	movl	$FILE_DIR_BUF + 4, %eax		/* current entry */
 	testl	%edx, %edx
 	jz	4f
 2:	movl	%ebp, %esi

@@ -63,6 +63,11 @@ linux_load:
 	movl	$BP_HDR_LIMIT - BP_HDR, %ecx
 1:	leal	BP_HDR(%ebp), %esi
 	movl	$ZERO_PAGE + BP_HDR, %edi
+	movl	%ecx, %edx
+	shrl	$2, %ecx			/* dwords first, then the odd bytes */
+	rep movsl
+	movl	%edx, %ecx
+	andl	$3, %ecx
 	rep movsb
 
 	/* QEMU writes its own loader id (0xB0); leave a VMM's choice alone. */
