@@ -217,6 +217,6 @@ msg_no_kernel:
 msg_not_bzimage:
 	.asciz	"kernel setup is not a bzImage header of boot protocol 2.02 or later"
 msg_setup_low:
-	.asciz	"FW_CFG_SETUP_ADDR is below 0x10000, in the firmware's own memory"
+	.asciz	"FW_CFG_SETUP_ADDR is missing or below 0x10000 (only bzImages boot, their setup at 0x10000 or above)"
 msg_no_e820:
 	.asciz	"no etc/e820 file in fw_cfg"
