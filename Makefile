@@ -1,0 +1,55 @@
+# sandbox: a microVM sandbox runtime (containerd shim + KVM VMM in one Swift process).
+#
+#   make setup     install Debian packages, build kernel, firmware, initramfs and the
+#                  binaries, then boot the default guest (the one command for a new machine)
+#   make test      the whole test suite, including KVM boots of the real kernel
+#   make boot      boot the default guest on this terminal
+#   make bench     boot-time benchmark side by side with QEMU microvm + qboot
+
+SWIFT ?= swift
+BUILD := $(CURDIR)/build
+RELEASE_FLAGS := -c release --static-swift-stdlib
+SANDBOX := .build/release/sandbox
+
+DEBIAN_PACKAGES := build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils kmod \
+	linux-source-6.1 busybox-static qemu-system-x86 qemu-system-data \
+	e2fsprogs erofs-utils iproute2 iputils-ping \
+	containerd runc protobuf-compiler libseccomp-dev libcap-dev
+
+.PHONY: setup deps assets kernel initramfs firmware build test boot bench clean
+
+setup: deps assets build
+	@echo "== booting the default guest (Ctrl-A x quits) =="
+	$(SANDBOX) boot --timeline
+
+deps:
+	@if [ "$$(id -u)" != 0 ]; then echo "make deps: run as root (apt-get)"; exit 1; fi
+	DEBIAN_FRONTEND=noninteractive apt-get update
+	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES)
+
+assets: kernel initramfs firmware
+
+kernel:
+	Kernels/build.sh
+
+initramfs:
+	Guest/test-initramfs/build.sh
+
+firmware:
+	$(MAKE) -C Firmware OUT=$(BUILD)
+
+build:
+	$(SWIFT) build $(RELEASE_FLAGS)
+
+test: assets
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+boot: build
+	$(SANDBOX) boot
+
+bench: assets build
+	$(SANDBOX) bench boot --runs 5 --compare qemu
+
+clean:
+	rm -rf .build $(BUILD)
