@@ -23,8 +23,10 @@ let package = Package(
         .target(name: "Boot", dependencies: ["GuestMemory"]),
         // 8250 UART, i8042, fw_cfg, boot timer, port/MMIO buses.
         .target(name: "LegacyDevices", dependencies: ["GuestMemory", "LinuxSystem"]),
+        // virtio-mmio transport, split virtqueues and the block/net/vsock/rng devices.
+        .target(name: "Virtio", dependencies: ["GuestMemory", "LinuxSystem", "LegacyDevices", "CLinux"]),
         // Builds and runs a VM: config, memory layout, vCPU threads, event loop.
-        .target(name: "Machine", dependencies: ["KVM", "Boot", "LegacyDevices", "GuestMemory", "LinuxSystem", "CLinux"]),
+        .target(name: "Machine", dependencies: ["KVM", "Boot", "LegacyDevices", "Virtio", "GuestMemory", "LinuxSystem", "CLinux"]),
         .executableTarget(name: "sandbox", dependencies: [
             "Machine",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -32,6 +34,7 @@ let package = Package(
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
         .testTarget(name: "BootTests", dependencies: ["Boot", "GuestMemory"], resources: [.copy("Fixtures")]),
         .testTarget(name: "LegacyDevicesTests", dependencies: ["LegacyDevices", "GuestMemory"]),
+        .testTarget(name: "VirtioTests", dependencies: ["Virtio", "GuestMemory", "LinuxSystem"]),
         .testTarget(name: "MachineTests", dependencies: ["Machine", "KVM", "Boot", "LegacyDevices", "GuestMemory", "LinuxSystem"]),
     ],
     swiftLanguageModes: [.v6]

@@ -83,6 +83,8 @@ int sbx_openat(int dirfd, const char *path, int flags, unsigned int mode) {
     return openat(dirfd, path, flags, (mode_t)mode);
 }
 
+int sbx_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
+
 static void sbx_kick_handler(int signo) { (void)signo; }
 
 int sbx_install_kick_handler(int signo) {

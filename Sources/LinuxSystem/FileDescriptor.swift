@@ -70,3 +70,10 @@ public final class FileDescriptor: @unchecked Sendable {
         return UInt64(st.st_size)
     }
 }
+
+/// A close-on-exec pipe: (read end, write end).
+public func makePipe() throws(SystemError) -> (read: FileDescriptor, write: FileDescriptor) {
+    var fds: [Int32] = [-1, -1]
+    guard sbx_pipe_cloexec(&fds) == 0 else { throw SystemError.last("pipe2") }
+    return (FileDescriptor(owning: fds[0]), FileDescriptor(owning: fds[1]))
+}

@@ -14,6 +14,18 @@ public struct BootTimeline: Sendable, Equatable, Codable {
     public var agentReady: MonotonicInstant?
     /// When the last vCPU left KVM_RUN.
     public var vmExit: MonotonicInstant?
+    /// VMM set-up steps before the first guest instruction, in order (for start-up profiles).
+    public var phases: [Phase] = []
+
+    /// One named VMM set-up step and when it finished.
+    public struct Phase: Sendable, Equatable, Codable {
+        public let name: String
+        public let time: MonotonicInstant
+        public init(_ name: String, _ time: MonotonicInstant = .now()) {
+            self.name = name
+            self.time = time
+        }
+    }
 
     public init() {}
 

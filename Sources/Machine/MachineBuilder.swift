@@ -38,6 +38,7 @@ public struct MachineBuilder {
     /// Builds the machine. Nothing is left behind on failure: every object built so far
     /// owns its fd or mapping and is released when this throws.
     public func build() throws(MachineError) -> Machine {
+        var phases = [BootTimeline.Phase("build-start")]
         try config.validate()
         let kernelFile = try MachineBuilder.mapFile(config.kernelPath, what: "kernel")
         let initrdFile = try config.initrdPath.map { (p) throws(MachineError) in try MachineBuilder.mapFile(p, what: "initrd") }
@@ -69,6 +70,7 @@ public struct MachineBuilder {
             try vm.createIRQChip()
             try vm.createPIT2()
         } catch { throw .kvm(error) }
+        phases.append(.init("kvm-vm-created"))
         do {
             memory = try GuestMemory(layout: try BootLayout.ramRegions(size: config.memorySize))
         } catch let e as BootError {
@@ -92,6 +94,7 @@ public struct MachineBuilder {
                 entry = try DirectBoot.load(images, vcpus: config.vcpus, into: memory, preferPVH: config.bootProtocol != .linux64)
             }
         } catch { throw .boot(error) }
+        phases.append(.init("images-loaded"))
 
         // Devices.
         let link = MachineLink()
@@ -138,10 +141,12 @@ public struct MachineBuilder {
             throw .invalidConfig("\(error)")
         }
 
+        phases.append(.init("vcpus-configured"))
         let loop: EventLoop
         do { loop = try EventLoop() } catch { throw .system(error) }
         var timeline = BootTimeline()
         timeline.processStart = processStart
+        timeline.phases = phases
         let machine = Machine(config: config, host: host, vm: vm, memory: memory, vcpus: vcpus, serial: serial,
                               bootTimer: bootTimer, i8042: i8042, fwCfg: fwCfg, commandLine: commandLine, entry: entry,
                               portBus: ports, mmioBus: mmio, eventLoop: loop, retained: retained,

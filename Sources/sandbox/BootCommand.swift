@@ -78,6 +78,7 @@ struct BootCommand: ParsableCommand {
 
     func run() throws {
         let start = ProcessStart.instant
+        ProcessStart.argumentsParsed = .now()
         let config = try machine.machineConfig()
         var builder = MachineBuilder(config: config)
         builder.processStart = start
@@ -111,7 +112,11 @@ struct BootCommand: ParsableCommand {
     }
 
     func printTimeline(_ t: BootTimeline, origin: MonotonicInstant) {
-        for (name, ms) in t.milliseconds(from: t.processStart ?? origin) {
+        let t0 = t.processStart ?? origin
+        eprint(format3(ProcessStart.mainEntered.milliseconds(since: t0)) + " ms  main")
+        eprint(format3(ProcessStart.argumentsParsed.milliseconds(since: t0)) + " ms  arguments-parsed")
+        for phase in t.phases { eprint(format3(phase.time.milliseconds(since: t0)) + " ms  " + phase.name) }
+        for (name, ms) in t.milliseconds(from: t0) {
             eprint(String(format3(ms)) + " ms  " + name)
         }
     }
@@ -124,6 +129,12 @@ struct BootCommand: ParsableCommand {
 
 /// The process start as the benchmark parent saw it (SANDBOX_T0, monotonic ns), or main().
 enum ProcessStart {
+    // Written once each on the main thread before any other thread exists.
+    /// When main() was entered (after the dynamic loader and the runtime's start-up).
+    nonisolated(unsafe) static var mainEntered = MonotonicInstant(nanoseconds: 0)
+    /// When the command began running (after argument parsing).
+    nonisolated(unsafe) static var argumentsParsed = MonotonicInstant(nanoseconds: 0)
+
     static let instant: MonotonicInstant = {
         if let t = getenv("SANDBOX_T0").flatMap({ UInt64(String(cString: $0)) }) { return MonotonicInstant(nanoseconds: t) }
         return .now()

@@ -1,10 +1,17 @@
 import ArgumentParser
 
-@main
 struct SandboxCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sandbox",
         abstract: "A microVM sandbox runtime: boot a minimal Linux guest on KVM, measure it.",
         subcommands: [BootCommand.self, BenchCommand.self]
     )
+}
+
+@main
+enum Main {
+    static func main() {
+        ProcessStart.mainEntered = .now()
+        SandboxCommand.main()
+    }
 }

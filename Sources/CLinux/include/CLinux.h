@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <linux/vm_sockets.h>
+#include <sys/random.h>
+#include <sys/uio.h>
 
 // MARK: - KVM ioctl request numbers (linux/kvm.h)
 
@@ -93,6 +95,9 @@ int sbx_prctl(int option, unsigned long a2, unsigned long a3, unsigned long a4, 
 int sbx_open(const char *path, int flags, unsigned int mode);
 /// openat(2) with an explicit mode.
 int sbx_openat(int dirfd, const char *path, int flags, unsigned int mode);
+
+/// pipe2(2) with O_CLOEXEC (pipe2 needs _GNU_SOURCE, which Swift does not set).
+int sbx_pipe_cloexec(int fds[2]);
 
 /// Installs a no-op handler for `signo` without SA_RESTART, so a blocking call
 /// (KVM_RUN, epoll_wait) returns EINTR when the signal arrives.
