@@ -16,7 +16,7 @@ DEBIAN_PACKAGES := build-essential bc flex bison libelf-dev libssl-dev cpio xz-u
 	e2fsprogs erofs-utils iproute2 iputils-ping \
 	containerd runc protobuf-compiler libseccomp-dev libcap-dev
 
-.PHONY: setup deps assets kernel initramfs firmware build test boot bench clean
+.PHONY: setup deps assets kernel initramfs guest-rootfs firmware build test boot bench clean
 
 setup: deps assets build
 	@echo "== booting the default guest (Ctrl-A x quits) =="
@@ -27,13 +27,16 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES)
 
-assets: kernel initramfs firmware
+assets: kernel initramfs guest-rootfs firmware
 
 kernel:
 	Kernels/build.sh
 
 initramfs:
 	Guest/test-initramfs/build.sh
+
+guest-rootfs:
+	Guest/rootfs/build.sh
 
 firmware:
 	$(MAKE) -C Firmware OUT=$(BUILD)

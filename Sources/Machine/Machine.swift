@@ -52,6 +52,8 @@ public final class Machine: @unchecked Sendable {
     /// Keeps file mappings (kernel, initrd, firmware) alive as long as the VM.
     let retained: [AnyObject]
     let interruptLines: [EventFD]
+    /// The virtio-mmio devices, in slot order.
+    public let virtioDevices: [AttachedDevice]
 
     private let lifecycle = Mutex(Lifecycle.built)
     private let stopFlag = Atomic<Bool>(false)
@@ -66,7 +68,7 @@ public final class Machine: @unchecked Sendable {
     init(config: MachineConfig, host: HostProfile, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU],
          serial: Serial8250, bootTimer: BootTimer, i8042: I8042, fwCfg: FwCfg?, commandLine: String,
          entry: CPUEntryState, portBus: Bus<UInt16, any PortDevice>, mmioBus: Bus<UInt64, any MMIODevice>,
-         eventLoop: EventLoop, retained: [AnyObject], interruptLines: [EventFD], timeline: BootTimeline) {
+         eventLoop: EventLoop, retained: [AnyObject], interruptLines: [EventFD], virtioDevices: [AttachedDevice], timeline: BootTimeline) {
         self.config = config
         self.host = host
         self.vm = vm
@@ -83,6 +85,7 @@ public final class Machine: @unchecked Sendable {
         self.eventLoop = eventLoop
         self.retained = retained
         self.interruptLines = interruptLines
+        self.virtioDevices = virtioDevices
         self.timelineState = Mutex(timeline)
     }
 
@@ -155,6 +158,7 @@ public final class Machine: @unchecked Sendable {
         for t in vcpuThreads { t.join() }
         eventLoop.stop()
         loopThread?.join()
+        for device in virtioDevices { device.close() }
         var exit: MachineExit = lifecycle.withLock { s in
             if case let .stopped(exit) = s { return exit }
             if case let .stopping(exit) = s {

@@ -123,6 +123,9 @@ public struct MachineBuilder {
         do {
             for extra in extraMMIODevices { try mmio.insert(extra.device, base: extra.base, length: extra.length) }
         } catch { throw .invalidConfig(error.description) }
+        let loop: EventLoop
+        do { loop = try EventLoop() } catch { throw .system(error) }
+        let virtio = try VirtioSetup.attach(config: config, vm: vm, memory: memory, loop: loop, mmio: &mmio)
 
         // vCPUs.
         var vcpus: [VCPU] = []
@@ -142,15 +145,13 @@ public struct MachineBuilder {
         }
 
         phases.append(.init("vcpus-configured"))
-        let loop: EventLoop
-        do { loop = try EventLoop() } catch { throw .system(error) }
         var timeline = BootTimeline()
         timeline.processStart = processStart
         timeline.phases = phases
         let machine = Machine(config: config, host: host, vm: vm, memory: memory, vcpus: vcpus, serial: serial,
                               bootTimer: bootTimer, i8042: i8042, fwCfg: fwCfg, commandLine: commandLine, entry: entry,
                               portBus: ports, mmioBus: mmio, eventLoop: loop, retained: retained,
-                              interruptLines: [serialIRQ], timeline: timeline)
+                              interruptLines: [serialIRQ], virtioDevices: virtio, timeline: timeline)
         link.machine = machine
         return machine
     }

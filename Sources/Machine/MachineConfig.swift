@@ -29,6 +29,14 @@ public struct MachineConfig: Codable, Sendable, Equatable {
     public var memorySize: UInt64 = 256 << 20
     /// Direct-boot entry choice.
     public var bootProtocol: BootProtocol = .auto
+    /// virtio-blk disks, in the order the guest sees them (vda, vdb, …).
+    public var disks: [DiskConfig] = []
+    /// virtio-net interfaces.
+    public var nets: [NetConfig] = []
+    /// The vsock device, if any.
+    public var vsock: VsockConfig?
+    /// Attach a virtio-rng device.
+    public var rng = false
 
     /// The command line `sandbox boot` uses when none is given: serial console, reboot
     /// through the i8042 (how the guest ends the VM), no PCI or module probing, a
@@ -55,16 +63,28 @@ public struct MachineConfig: Codable, Sendable, Equatable {
             throw .invalidConfig("--vcpus must be between 1 and \(MachineConfig.maxVCPUs), got \(vcpus)")
         }
         do { _ = try BootLayout.ramRegions(size: memorySize) } catch { throw .boot(error) }
+        let devices = disks.count + nets.count + (vsock == nil ? 0 : 1) + (rng ? 1 : 0)
+        guard devices <= VirtioLayout.irqs.count else {
+            throw .invalidConfig("\(devices) virtio devices requested; at most \(VirtioLayout.irqs.count) fit")
+        }
         if bootProtocol == .pvh && firmwarePath != nil {
             throw .invalidConfig("--boot-protocol applies to the direct path, not with --firmware")
         }
     }
 
-    /// The command line the guest gets on `host`.
+    /// The command line the guest gets on `host`: the configured one, the virtio-mmio
+    /// device announcements, then the host's fixup flags.
     public func effectiveCommandLine(host: HostProfile) -> String {
-        guard appendHostFlags else { return commandLine }
-        let words = Set(commandLine.split(separator: " ").map(String.init))
+        var line = commandLine
+        let announce = (0..<virtioDeviceCount).compactMap(VirtioLayout.slot).map { VirtioLayout.commandLineWord(base: $0.base, irq: $0.irq) }
+        if !announce.isEmpty { line += " " + announce.joined(separator: " ") }
+        guard appendHostFlags else { return line }
+        let words = Set(line.split(separator: " ").map(String.init))
         let extra = host.commandLineFlags.filter { !words.contains($0) }
-        return extra.isEmpty ? commandLine : commandLine + " " + extra.joined(separator: " ")
+        return extra.isEmpty ? line : line + " " + extra.joined(separator: " ")
     }
+
+    /// How many virtio-mmio devices the config asks for (slots are assigned in the
+    /// order disks, nets, vsock, rng).
+    public var virtioDeviceCount: Int { disks.count + nets.count + (vsock == nil ? 0 : 1) + (rng ? 1 : 0) }
 }

@@ -32,6 +32,18 @@ struct MachineOptions: ParsableArguments {
     @Flag(help: "Do not append this host's fixup flags to the command line.")
     var noHostFlags = false
 
+    @Option(help: "virtio-blk disk: PATH[,ro][,serial=ID]. Repeatable; the first is /dev/vda.")
+    var disk: [String] = []
+
+    @Option(help: "virtio-net interface: tap=NAME[,mac=MAC]. The TAP is created when missing and removed on exit.")
+    var net: [String] = []
+
+    @Option(help: "virtio-vsock: cid=N,uds=PATH (hybrid vsock; guest connections to port P go to PATH_P).")
+    var vsock: String?
+
+    @Flag(help: "Attach a virtio-rng device.")
+    var rng = false
+
     func machineConfig() throws -> MachineConfig {
         guard let bytes = SizeParser.parse(memory) else { throw ValidationError("cannot parse --memory \(memory)") }
         let kernelPath = try kernel ?? Assets.require("vmlinux", what: "--kernel", hint: "run `make kernel` or pass --kernel")
@@ -44,7 +56,13 @@ struct MachineOptions: ParsableArguments {
                                    firmwarePath: firmware, vcpus: vcpus, memorySize: bytes)
         config.bootProtocol = bootProtocol
         config.appendHostFlags = !noHostFlags
-        do { try config.validate() } catch { throw ValidationError(error.description) }
+        config.rng = rng
+        do {
+            config.disks = try disk.map { (d) throws(MachineError) in try DiskConfig.parse(d) }
+            config.nets = try net.map { (n) throws(MachineError) in try NetConfig.parse(n) }
+            config.vsock = try vsock.map { (v) throws(MachineError) in try VsockConfig.parse(v) }
+            try config.validate()
+        } catch { throw ValidationError(error.description) }
         return config
     }
 }

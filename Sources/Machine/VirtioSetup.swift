@@ -1,0 +1,66 @@
+import GuestMemory
+import KVM
+import LegacyDevices
+import LinuxSystem
+import Virtio
+
+/// A virtio-mmio device attached to a machine: its transport, its slot, and what has
+/// to happen when the machine goes away.
+public struct AttachedDevice {
+    public let transport: MMIOTransport
+    public let base: UInt64
+    public let irq: UInt32
+    /// Releases host resources (sockets, TAPs) when the machine stops.
+    let close: () -> Void
+    /// The eventfds that must outlive the KVM registrations (irqfd and one ioeventfd per queue).
+    let eventFDs: [EventFD]
+}
+
+/// Creates the configured virtio devices and wires each to KVM (irqfd, ioeventfd per
+/// queue) and to the event loop.
+enum VirtioSetup {
+    static func attach(config: MachineConfig, vm: VirtualMachine, memory: GuestMemory, loop: EventLoop,
+                       mmio: inout Bus<UInt64, any MMIODevice>) throws(MachineError) -> [AttachedDevice] {
+        var devices: [(any VirtioDevice, String, () -> Void)] = []
+        for (i, disk) in config.disks.enumerated() {
+            do {
+                devices.append((try BlockDevice(path: disk.path, readOnly: disk.readOnly, serial: disk.serial), "virtio-blk\(i)", {}))
+            } catch {
+                throw .file(path: disk.path, reason: "cannot open disk: \(error)")
+            }
+        }
+        if !config.nets.isEmpty || config.vsock != nil {
+            throw .invalidConfig("virtio-net and virtio-vsock are not available in this build")
+        }
+        if config.rng { devices.append((RngDevice(), "virtio-rng", {})) }
+
+        var attached: [AttachedDevice] = []
+        for (index, (device, name, close)) in devices.enumerated() {
+            guard let slot = VirtioLayout.slot(index) else { throw .invalidConfig("too many virtio devices") }
+            do {
+                let irq = try EventFD()
+                try vm.registerIrqfd(irq, gsi: slot.irq)
+                let transport = MMIOTransport(device: device, name: name, memory: memory, interrupt: irq, eventLoop: loop)
+                var fds = [irq]
+                for q in device.queueSizes.indices {
+                    let notify = try EventFD()
+                    try vm.registerIoeventfd(notify, address: slot.base + MMIOTransport.notifyOffset, length: 4, datamatch: UInt64(q))
+                    try loop.register(fd: notify.fd.rawValue) { [weak transport] _ in
+                        notify.drain()
+                        transport?.notified(queue: q)
+                    }
+                    fds.append(notify)
+                }
+                try mmio.insert(transport, base: slot.base, length: MMIOTransport.windowSize)
+                attached.append(AttachedDevice(transport: transport, base: slot.base, irq: slot.irq, close: close, eventFDs: fds))
+            } catch let e as KVMError {
+                throw .kvm(e)
+            } catch let e as SystemError {
+                throw .system(e)
+            } catch {
+                throw .invalidConfig("\(name): \(error)")
+            }
+        }
+        return attached
+    }
+}
