@@ -1,0 +1,145 @@
+import Foundation
+import LegacyDevices
+import Machine
+import Testing
+
+/// The real guest kernel (`make kernel`) booting busybox's /init (`make initramfs`).
+/// Each boot costs about a minute on an emulating host, so the suite is serialised
+/// and keeps to one boot per path.
+@Suite(.serialized, .enabled(if: Prerequisites.kvm, Prerequisites.kvmReason))
+struct KernelBootTests {
+    static let timeout: Double = 900
+
+    static func require(_ name: String) throws -> String {
+        guard let path = Prerequisites.built(name) else {
+            throw TestFailure("build/\(name) is missing: run `make assets` (the README's test command builds it)")
+        }
+        return path
+    }
+
+    /// Boots and returns the exit and the console text.
+    static func boot(kernel: String, firmware: String? = nil, vcpus: Int = 1) throws -> (MachineExit, String, Machine) {
+        let config = MachineConfig(kernelPath: kernel, initrdPath: try require("test-initramfs.cpio"),
+                                   firmwarePath: firmware, vcpus: vcpus, memorySize: 256 << 20)
+        var builder = MachineBuilder(config: config)
+        let console = ConsoleCapture()
+        builder.consoleOutput = console.sink
+        let machine = try builder.build()
+        try machine.start()
+        let exit = machine.wait(timeout: timeout)
+        return (exit, console.text, machine)
+    }
+
+    static func expectUserspace(_ exit: MachineExit, _ text: String, cpus: Int) {
+        #expect(exit == .guestReset, "guest ended with \(exit); console:\n\(text.suffix(3000))")
+        #expect(text.contains("SANDBOX-TEST-INIT: userspace up"))
+        #expect(text.contains("Linux"), "uname -a output")
+        #expect(text.contains("processor"), "/proc/cpuinfo output")
+        #expect(text.contains("SANDBOX-TEST-CPUS: \(cpus)"))
+        #expect(text.contains("SANDBOX-TEST-SELFTEST: ok"), "user-space self-test: \(text.components(separatedBy: "\n").filter { $0.contains("SELFTEST") })")
+    }
+
+    @Test func directVmlinuxBootWithTwoVCPUsReachesUserspaceAndSeesBothCPUs() throws {
+        let (exit, text, machine) = try Self.boot(kernel: try Self.require("vmlinux"), vcpus: 2)
+        Self.expectUserspace(exit, text, cpus: 2)
+        let t = machine.timeline
+        #expect(t.userspace != nil, "the boot-timer port saw /init")
+        #expect(machine.entry.mode == .protected32, "vmlinux enters through PVH")
+    }
+
+    @Test func projectFirmwareBootsTheKernelThroughFwCfg() throws {
+        let (exit, text, machine) = try Self.boot(kernel: try Self.require("bzImage"), firmware: try Self.require("sandbox-firmware.bin"))
+        Self.expectUserspace(exit, text, cpus: 1)
+        let marks = machine.bootTimer.recorded.map(\.value)
+        #expect(marks.contains(BootTimer.Milestone.firmwareStarted.rawValue))
+        #expect(marks.contains(BootTimer.Milestone.firmwareKernelEntry.rawValue))
+        #expect((machine.fwCfg?.dmaCounters.transfers ?? 0) > 0)
+    }
+
+    @Test func stockQbootROMBootsTheKernelToo() throws {
+        let qboot = "/usr/share/qemu/bios-microvm.bin"
+        guard FileManager.default.fileExists(atPath: qboot) else {
+            throw TestFailure("\(qboot) is missing: install qemu-system-data (make deps)")
+        }
+        let (exit, text, _) = try Self.boot(kernel: try Self.require("bzImage"), firmware: qboot)
+        Self.expectUserspace(exit, text, cpus: 1)
+    }
+}
+
+/// The `sandbox boot` command line: bad inputs get one clear line and leave nothing running.
+@Suite struct BootCommandTests {
+    static var executable: String {
+        let debug = Prerequisites.repository.appendingPathComponent(".build/debug/sandbox").path
+        return debug
+    }
+
+    /// Runs `sandbox ARGS` to completion; returns (exit status, stderr). Also checks the
+    /// process is really gone (reaped, no process left under its pid).
+    static func run(_ args: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = args
+        var env = ProcessInfo.processInfo.environment
+        for (k, v) in environment { env[k] = v }
+        p.environment = env
+        let err = Pipe()
+        p.standardError = err
+        p.standardOutput = FileHandle.nullDevice
+        try p.run()
+        let data = err.fileHandleForReading.readDataToEndOfFile()
+        p.waitUntilExit()
+        #expect(kill(p.processIdentifier, 0) == -1 && errno == ESRCH, "sandbox process \(p.processIdentifier) left behind")
+        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+    }
+
+    static func fixture(_ name: String) -> String {
+        Prerequisites.repository.appendingPathComponent("Tests/BootTests/Fixtures/\(name)").path
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: BootCommandTests.executable), "needs `swift build` first"),
+          arguments: [
+            ("truncated.elf", "malformed vmlinux"),
+            ("bad-magic.bzImage", "not a kernel image"),
+            ("not-a-kernel.txt", "not a kernel image"),
+            ("/nonexistent/vmlinux", "cannot open kernel"),
+          ])
+    func rejectsBadKernelFilesWithOneClearLine(file: String, message: String) throws {
+        let path = file.hasPrefix("/") ? file : Self.fixture(file)
+        let (status, stderr) = try Self.run(["boot", "--kernel", path, "--initrd", "none"])
+        #expect(status != 0)
+        #expect(stderr.contains(message), "stderr: \(stderr)")
+        #expect(stderr.split(separator: "\n").count <= 3)
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: BootCommandTests.executable), "needs `swift build` first"),
+          arguments: [
+            (["--memory", "1M"], "below the minimum"),
+            (["--memory", "lots"], "cannot parse --memory"),
+            (["--vcpus", "0"], "--vcpus must be between"),
+            (["--cmdline", String(repeating: "x", count: 5000)], "accepts at most 2047"),
+            (["--firmware", "FIXTURE:tiny.bzImage"], "must be a multiple of 4 KiB"),
+            (["--initrd", "/nonexistent/initrd"], "cannot open initrd"),
+          ])
+    func rejectsBadArgumentsWithOneClearLine(extra: [String], message: String) throws {
+        let args = extra.map { $0.hasPrefix("FIXTURE:") ? Self.fixture(String($0.dropFirst(8))) : $0 }
+        let (status, stderr) = try Self.run(["boot", "--kernel", Self.fixture("tiny-pvh.elf"), "--initrd", "none"] + args)
+        #expect(status != 0)
+        #expect(stderr.contains(message), "stderr: \(stderr)")
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: BootCommandTests.executable), "needs `swift build` first"))
+    func explainsAMissingKVMDevice() throws {
+        let (status, stderr) = try Self.run(["boot", "--kernel", Self.fixture("tiny-pvh.elf"), "--initrd", "none"],
+                                            environment: ["SANDBOX_KVM_DEVICE": "/nonexistent/kvm"])
+        #expect(status != 0)
+        #expect(stderr.contains("this host has no KVM"), "stderr: \(stderr)")
+    }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: BootCommandTests.executable), "needs `swift build` first"))
+    func initrdTooLargeForMemoryIsRejected() throws {
+        let big = try TempFile([UInt8](repeating: 0, count: 20 << 20), name: "big.cpio")
+        let (status, stderr) = try Self.run(["boot", "--kernel", Self.fixture("tiny-pvh.elf"), "--initrd", big.path, "--memory", "16M"])
+        #expect(status != 0)
+        #expect(stderr.contains("does not fit"), "stderr: \(stderr)")
+    }
+}
