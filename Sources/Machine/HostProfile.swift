@@ -41,9 +41,9 @@ public struct HostProfile: Equatable, Sendable, Codable {
         case .hardware:
             return []
         case .pvm:
-            // `sandbox_pvm` switches on the guest kernel's fixups for this host; the rest
-            // repeat the CPUID masking in case the host's CPUID emulation ignores it.
-            return ["sandbox_pvm", "noxsave"] + MaskedFeature.pvm.compactMap(\.clearCPUIDName).map { "clearcpuid=\($0)" }
+            // `sandbox_pvm` switches on the guest kernel's fixups for this host, including
+            // clearing the CPU features the host's CPUID emulation shows despite the mask.
+            return ["sandbox_pvm"]
         }
     }
 }

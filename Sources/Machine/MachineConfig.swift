@@ -39,10 +39,11 @@ public struct MachineConfig: Codable, Sendable, Equatable {
     public var rng = false
 
     /// The command line `sandbox boot` uses when none is given: serial console, reboot
-    /// through the i8042 (how the guest ends the VM), no PCI or module probing, a
-    /// single legacy UART, no port-0x80 delays, and quiet (each console line costs an exit per byte).
+    /// through the i8042 (how the guest ends the VM), a panic resets at once, a single
+    /// legacy UART probed, no port-0x80 delays, no clocksource watchdog or timer-IRQ check
+    /// (Kernels/README.md), and quiet (each console byte costs a VM exit).
     public static let defaultCommandLine =
-        "console=ttyS0 reboot=k panic=-1 pci=off nomodule 8250.nr_uarts=1 i8042.noaux i8042.nomux io_delay=none quiet"
+        "console=ttyS0 reboot=k panic=-1 8250.nr_uarts=1 io_delay=none tsc=reliable no_timer_check quiet"
 
     public init(kernelPath: String, initrdPath: String? = nil, commandLine: String = MachineConfig.defaultCommandLine,
                 firmwarePath: String? = nil, vcpus: Int = 1, memorySize: UInt64 = 256 << 20) {
