@@ -20,6 +20,7 @@
 #define FW_CFG_KERNEL_SIZE	0x08	/* 32 bits */
 #define FW_CFG_INITRD_ADDR	0x0a	/* 32 bits */
 #define FW_CFG_INITRD_SIZE	0x0b	/* 32 bits */
+#define FW_CFG_KERNEL_ENTRY	0x10	/* 32 bits: the PVH entry of an ELF kernel the VMM loaded, else absent */
 #define FW_CFG_KERNEL_DATA	0x11
 #define FW_CFG_INITRD_DATA	0x12
 #define FW_CFG_CMDLINE_ADDR	0x13	/* 32 bits */

@@ -39,6 +39,20 @@
 #define MP_IRQ0_OVERRIDE	0x8028	/* 1 when ISA IRQ 0 is on I/O APIC pin 2 */
 #define STACK_TOP		0x9000	/* grows down from here */
 
+/*
+ * PVH boot (an ELF kernel the VMM has loaded itself): struct hvm_start_info,
+ * the module list and the memory map take the page that holds the zero page
+ * on the bzImage path, and the e820 map is read into the file directory
+ * buffer (free again once the file is found) before it is widened into the
+ * memory map. A command line for which the VMM gives no address (QEMU gives
+ * none for ELF kernels) goes where QEMU puts a bzImage's.
+ */
+#define PVH_START_INFO		0x7000	/* struct hvm_start_info, 56 bytes */
+#define PVH_MODLIST		0x7040	/* one struct hvm_modlist_entry, 32 bytes */
+#define PVH_MEMMAP		0x7080	/* struct hvm_memmap_table_entry[], up to 0x7C80 */
+#define PVH_E820_BUF		FILE_DIR_BUF
+#define PVH_CMDLINE		0x20000
+
 /* Lowest address the VMM may give for the real-mode setup blob. */
 #define SETUP_ADDR_MIN		0x10000
 
@@ -57,7 +71,7 @@
 
 /* Values written to BOOT_TIMER_PORT. */
 #define BOOT_TIMER_FIRMWARE	0x10	/* protected mode reached */
-#define BOOT_TIMER_KERNEL	0x11	/* about to jump to the kernel */
+#define BOOT_TIMER_KERNEL	0x11	/* about to jump to the kernel (either entry) */
 #define BOOT_TIMER_FAILED	0xEE	/* firmware gave up; a message is on the UART */
 
 /*

@@ -95,26 +95,9 @@ linux_load:
 	movl	%eax, ZERO_PAGE + HDR_RAMDISK_IMAGE
 	movl	%ebx, ZERO_PAGE + HDR_RAMDISK_SIZE
 
-	/*
-	 * The e820 map: "etc/e820" holds packed { le64 addr; le64 size;
-	 * le32 type; } entries, the layout of boot_params.e820_table, so it
-	 * goes there as it is.
-	 */
-	movl	$e820_file_name, %esi
-	movl	$e820_file_name_end - e820_file_name, %ecx
-	call	fw_cfg_find_file
-	testl	%eax, %eax
-	jz	.Lno_e820
-	cmpl	$BP_E820_MAX * E820_ENTRY_SIZE, %ecx
-	jbe	1f
-	movl	$BP_E820_MAX * E820_ENTRY_SIZE, %ecx
-1:	movl	%ecx, %ebx
+	/* The e820 map has the layout of boot_params.e820_table: it goes there as it is. */
 	movl	$ZERO_PAGE + BP_E820_TABLE, %edi
-	call	fw_cfg_read
-	movl	%ebx, %eax
-	xorl	%edx, %edx
-	movl	$E820_ENTRY_SIZE, %ecx
-	divl	%ecx
+	call	e820_read
 	movb	%al, ZERO_PAGE + BP_E820_ENTRIES
 
 	/*
@@ -157,8 +140,34 @@ linux_load:
 	FAIL	msg_not_bzimage
 .Lsetup_low:
 	FAIL	msg_setup_low
-.Lno_e820:
-	FAIL	msg_no_e820
+
+/*
+ * e820_read: copies the e820 map, the file "etc/e820" of packed { le64 addr;
+ * le64 size; le32 type; } entries, to %edi, at most BP_E820_MAX entries of
+ * it, and returns the number of entries in %eax. Without the file the boot
+ * fails. Clobbers everything but %esp.
+ */
+	.globl	e820_read
+e820_read:
+	pushl	%edi
+	movl	$e820_file_name, %esi
+	movl	$e820_file_name_end - e820_file_name, %ecx
+	call	fw_cfg_find_file
+	popl	%edi
+	testl	%eax, %eax
+	jz	1f
+	cmpl	$BP_E820_MAX * E820_ENTRY_SIZE, %ecx
+	jbe	2f
+	movl	$BP_E820_MAX * E820_ENTRY_SIZE, %ecx
+2:	movl	%ecx, %ebx
+	call	fw_cfg_read
+	movl	%ebx, %eax
+	xorl	%edx, %edx
+	movl	$E820_ENTRY_SIZE, %ecx
+	divl	%ecx
+	ret
+
+1:	FAIL	msg_no_e820
 
 /*
  * load_blob: copies a blob to the address the VMM chose for it. %esi points
@@ -166,6 +175,7 @@ linux_load:
  * Returns the address in %eax and the size in %ebx, both 0 when the VMM has
  * no such blob. Clobbers %ecx, %edx, %edi.
  */
+	.globl	load_blob
 load_blob:
 	movzwl	0(%esi), %eax
 	movl	$4, %ecx
@@ -207,6 +217,7 @@ kernel_blob:
 	.word	FW_CFG_KERNEL_SIZE, FW_CFG_KERNEL_ADDR, FW_CFG_KERNEL_DATA
 cmdline_blob:
 	.word	FW_CFG_CMDLINE_SIZE, FW_CFG_CMDLINE_ADDR, FW_CFG_CMDLINE_DATA
+	.globl	initrd_blob
 initrd_blob:
 	.word	FW_CFG_INITRD_SIZE, FW_CFG_INITRD_ADDR, FW_CFG_INITRD_DATA
 e820_file_name:
@@ -217,6 +228,6 @@ msg_no_kernel:
 msg_not_bzimage:
 	.asciz	"kernel setup is not a bzImage header of boot protocol 2.02 or later"
 msg_setup_low:
-	.asciz	"FW_CFG_SETUP_ADDR is missing or below 0x10000 (only bzImages boot, their setup at 0x10000 or above)"
+	.asciz	"FW_CFG_SETUP_ADDR is missing or below 0x10000 (a bzImage's setup goes at 0x10000 or above; an ELF kernel needs FW_CFG_KERNEL_ENTRY)"
 msg_no_e820:
 	.asciz	"no etc/e820 file in fw_cfg"

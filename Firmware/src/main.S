@@ -4,6 +4,7 @@
  */
 
 #include "layout.h"
+#include "fw_cfg.h"
 
 	.text
 	.code32
@@ -21,6 +22,17 @@ protected_mode_start:
 	outb	%al, %dx
 
 	call	fw_cfg_init
+
+	/* An ELF kernel that the VMM has loaded comes with its PVH entry point. */
+	FW_CFG_READ_INT FW_CFG_KERNEL_ENTRY, 4
+	testl	%eax, %eax
+	jnz	1f
+
 	call	linux_load
 	call	mptable_build
 	jmp	linux_start
+
+1:	pushl	%eax				/* the entry, for pvh_start */
+	call	pvh_load
+	call	mptable_build
+	jmp	pvh_start
