@@ -17,20 +17,11 @@
  *   stub: result PASS                  (or: stub: result FAIL)
  *
  * then writes STUB_DONE (0x20) or STUB_FAILED (0x21) to port 0x4f0 and to
- * QEMU's isa-debug-exit port 0xf4, and ends the VM (see the end of
- * stub_entry).
+ * QEMU's isa-debug-exit port 0xf4, and ends the VM (stub_finish in
+ * stub-common.S).
  */
 
-#define UART_PORT		0x3f8
-#define BOOT_TIMER_PORT		0x4f0
-#define STUB_DONE		0x20
-#define STUB_FAILED		0x21
-#define DEBUG_EXIT_PORT		0xf4	/* QEMU -device isa-debug-exit,iobase=0xf4 */
-#define I8042_COMMAND_PORT	0x64
-#define I8042_RESET		0xfe	/* pulse the CPU reset line */
-
-#define BOOT_CS			0x10
-#define BOOT_DS			0x18
+#include "stub.h"
 
 /* struct boot_params offsets (Documentation/x86/zero-page.rst, boot.rst). */
 #define BP_ALT_MEM_K		0x1e0
@@ -42,71 +33,6 @@
 #define HDR_RAMDISK_IMAGE	0x218
 #define HDR_RAMDISK_SIZE	0x21c
 #define HDR_CMD_LINE_PTR	0x228
-
-#define EFLAGS_IF		0x200
-#define CR0_PE			0x1
-#define CR0_PG			0x80000000
-
-/* Output macros; each keeps every register but those named. */
-	.macro	PRINT text
-	.pushsection .rodata
-9:	.asciz	"\text"
-	.popsection
-	pushl	%esi
-	movl	$9b, %esi
-	call	puts
-	popl	%esi
-	.endm
-
-	.macro	NEWLINE
-	pushl	%eax
-	pushl	%edx
-	movw	$UART_PORT, %dx
-	movb	$'\r', %al
-	outb	%al, %dx
-	movb	$'\n', %al
-	outb	%al, %dx
-	popl	%edx
-	popl	%eax
-	.endm
-
-	/* Eight hex digits of the dword at \operand. */
-	.macro	DIGITS32 operand
-	pushl	%eax
-	pushl	%ecx
-	movl	\operand, %eax
-	movl	$8, %ecx
-	call	put_hex
-	popl	%ecx
-	popl	%eax
-	.endm
-
-	/* "0x" and eight digits of the dword at \operand. */
-	.macro	HEX32 operand
-	PRINT	"0x"
-	DIGITS32 \operand
-	.endm
-
-	/* "0x" and sixteen digits of the qword at \operand (a memory operand). */
-	.macro	HEX64 operand
-	PRINT	"0x"
-	DIGITS32 4+\operand
-	DIGITS32 \operand
-	.endm
-
-	/* "0x" and two digits of %al. Clobbers %ecx. */
-	.macro	HEX8
-	PRINT	"0x"
-	movl	$2, %ecx
-	call	put_hex
-	.endm
-
-	/* A failed check: its name on the current line, one more failure. */
-	.macro	BAD text
-	PRINT	"\text"
-	incl	bad
-	incl	fails
-	.endm
 
 /* ------------------------------------------------------------------ */
 /* Setup part: a boot sector whose only content is the setup header.   */
@@ -168,23 +94,7 @@ header_end:
 	.globl	stub_entry
 stub_entry:
 	/* Keep the entry state before anything changes it. */
-	movl	%esi, entry_esi
-	movl	%ebx, entry_ebx
-	movl	%edi, entry_edi
-	movl	%ebp, entry_ebp
-	movw	%cs, entry_cs
-	movw	%ds, entry_ds
-	movw	%es, entry_es
-	movw	%ss, entry_ss
-	movl	$stack_top, %esp
-	pushfl
-	popl	entry_eflags
-	movl	%cr0, %eax
-	movl	%eax, entry_cr0
-	call	1f
-1:	popl	%eax
-	subl	$1b - stub_entry, %eax
-	movl	%eax, entry_eip
+	SAVE_ENTRY_STATE stub_entry
 
 	PRINT	"stub: entry esi="
 	HEX32	entry_esi
@@ -207,16 +117,8 @@ stub_entry:
 1:	cmpw	$BOOT_DS, entry_ss
 	je	1f
 	BAD	" BAD ss"
-1:	testl	$EFLAGS_IF, entry_eflags
-	jz	1f
-	BAD	" BAD if"
-1:	testl	$CR0_PG, entry_cr0
-	jz	1f
-	BAD	" BAD pg"
-1:	testl	$CR0_PE, entry_cr0
-	jnz	1f
-	BAD	" BAD pe"
-1:	cmpl	$0, entry_ebx
+1:	call	check_cpu_state
+	cmpl	$0, entry_ebx
 	je	1f
 	BAD	" BAD ebx"
 1:	cmpl	$0, entry_edi
@@ -257,49 +159,25 @@ stub_entry:
 	testl	%ebp, %ebp
 	jnz	1f
 	incl	fails
-1:	leal	BP_E820_TABLE(%ebx), %edi
-	cmpl	$128, %ebp
-	jbe	2f
+1:	cmpl	$128, %ebp
+	jbe	1f
 	movl	$128, %ebp
-	jmp	2f
-3:	PRINT	"stub: e820 "
-	HEX64	0(%edi)
-	PRINT	" "
-	HEX64	8(%edi)
-	PRINT	" "
-	movl	16(%edi), %eax
-	HEX8
-	NEWLINE
-	addl	$20, %edi
-	decl	%ebp
-2:	testl	%ebp, %ebp
-	jnz	3b
+1:	leal	BP_E820_TABLE(%ebx), %edi
+	movl	$20, %edx
+	movl	$e820_prefix, %esi
+	call	print_map
 
-	/* Command line */
-	PRINT	"stub: cmdline \""
 	movl	HDR_CMD_LINE_PTR(%ebx), %esi
-	testl	%esi, %esi
-	jz	1f
-	movl	$1024, %ecx
-	call	put_line
-1:	PRINT	"\""
-	NEWLINE
+	call	print_cmdline
 
 	/* Initrd: where it is and its first line. */
 	PRINT	"stub: initrd addr="
 	HEX32	HDR_RAMDISK_IMAGE(%ebx)
 	PRINT	" size="
 	HEX32	HDR_RAMDISK_SIZE(%ebx)
-	PRINT	" head \""
 	movl	HDR_RAMDISK_IMAGE(%ebx), %esi
 	movl	HDR_RAMDISK_SIZE(%ebx), %ecx
-	testl	%ecx, %ecx
-	jz	1f
-	cmpl	$64, %ecx
-	jbe	2f
-	movl	$64, %ecx
-2:	call	put_line
-1:	PRINT	"\""
+	call	print_head
 	NEWLINE
 
 	/* The last dword of the kernel file. */
@@ -312,274 +190,8 @@ stub_entry:
 1:	PRINT	" ok"
 2:	NEWLINE
 
-	call	check_mp
-
-	PRINT	"stub: result"
-	cmpl	$0, fails
-	jne	1f
-	PRINT	" PASS"
-	NEWLINE
-	movb	$STUB_DONE, %al
-	jmp	2f
-1:	PRINT	" FAIL"
-	NEWLINE
-	movb	$STUB_FAILED, %al
-2:	movw	$BOOT_TIMER_PORT, %dx
-	outb	%al, %dx
-
-	/*
-	 * End the VM, whichever of these the machine has: QEMU's
-	 * isa-debug-exit device (exit status (value << 1) | 1), a reset
-	 * through the i8042 (a VMM that ends the VM on a guest reboot), and
-	 * last a triple fault: without an IDT the breakpoint escalates to a
-	 * shutdown.
-	 */
-	movw	$DEBUG_EXIT_PORT, %dx
-	outb	%al, %dx
-	movb	$I8042_RESET, %al
-	outb	%al, $I8042_COMMAND_PORT
-	lidt	null_idt
-	int3
-1:	cli
-	hlt
-	jmp	1b
-
-/*
- * check_mp: finds the MP floating pointer where Linux looks for it
- * (arch/x86/kernel/mpparse.c, default_find_smp_config: the first KiB, the
- * last KiB below 640 KiB, then 0xF0000-0xFFFFF; on 16-byte boundaries,
- * "_MP_", length 1, checksum 0, spec 1 or 4), checks both checksums and
- * counts the entries of the configuration table by type.
- */
-check_mp:
-	movl	$0, %esi
-	movl	$0x400, %ecx
-	call	mp_scan
-	jnc	1f
-	movl	$639 * 0x400, %esi
-	movl	$0x400, %ecx
-	call	mp_scan
-	jnc	1f
-	movl	$0xf0000, %esi
-	movl	$0x10000, %ecx
-	call	mp_scan
-	jnc	1f
-	PRINT	"stub: mp none"
-	NEWLINE
-	incl	fails
-	ret
-
-1:	movl	%esi, mp_floating
-	movl	4(%esi), %ebx			/* physptr */
-	movl	%ebx, mp_table
-	movl	$0, bad
-	cmpl	$0x504d4350, (%ebx)		/* "PCMP" */
-	je	2f
-	incl	bad
-2:	movl	%ebx, %esi
-	movzwl	4(%ebx), %ecx
-	call	byte_sum
-	testb	%al, %al
-	jz	2f
-	incl	bad
-2:
-	/*
-	 * Walk the entries, counting them by type: processors are 20 bytes,
-	 * everything else 8. Note the bootstrap processor, the I/O APIC id
-	 * and the pin of ISA IRQ 0.
-	 */
-	movzwl	34(%ebx), %ebp			/* entry count */
-	leal	44(%ebx), %edi
-	jmp	5f
-3:	movzbl	(%edi), %eax
-	cmpl	$4, %eax
-	ja	8f
-	incl	mp_count(, %eax, 4)
-	movl	$8, %edx			/* entry size */
-	movzbl	1(%edi), %ecx			/* apic id, for processors and I/O APICs */
-	cmpb	$0, %al				/* processor */
-	je	4f
-	cmpb	$2, %al				/* I/O APIC */
-	je	7f
-	cmpb	$3, %al				/* I/O interrupt; bus and local ones need no note */
-	jne	6f
-	cmpb	$0, 5(%edi)			/* source IRQ 0? */
-	jne	6f
-	movzbl	7(%edi), %eax
-	movl	%eax, mp_irq0_pin
-	jmp	6f
-4:	movl	$20, %edx
-	testb	$2, 3(%edi)			/* bootstrap processor */
-	jz	6f
-	movl	%ecx, mp_bsp
-	jmp	6f
-7:	movl	%ecx, mp_ioapic
-6:	addl	%edx, %edi
-	decl	%ebp
-5:	testl	%ebp, %ebp
-	jnz	3b
-	jmp	9f
-8:	incl	bad				/* unknown entry type */
-9:
-	PRINT	"stub: mp found="
-	HEX32	mp_floating
-	PRINT	" table="
-	HEX32	mp_table
-	PRINT	" cpus="
-	movl	mp_count + 4 * 0, %eax
-	HEX8
-	PRINT	" bsp="
-	movl	mp_bsp, %eax
-	HEX8
-	PRINT	" ioapic="
-	movl	mp_ioapic, %eax
-	HEX8
-	PRINT	" intsrc="
-	movl	mp_count + 4 * 3, %eax
-	HEX8
-	PRINT	" lint="
-	movl	mp_count + 4 * 4, %eax
-	HEX8
-	PRINT	" irq0pin="
-	movl	mp_irq0_pin, %eax
-	HEX8
-	NEWLINE
-
-	PRINT	"stub: mp checksums"
-	cmpl	$0, bad
-	jne	1f
-	PRINT	" ok"
-	NEWLINE
-	ret
-1:	PRINT	" BAD"
-	NEWLINE
-	incl	fails
-	ret
-
-/* mp_scan: looks for a valid floating pointer in %ecx bytes at %esi; CF clear and %esi on it if found. */
-mp_scan:
-1:	cmpl	$0x5f504d5f, (%esi)		/* "_MP_" */
-	jne	2f
-	cmpb	$1, 8(%esi)
-	jne	2f
-	cmpb	$4, 9(%esi)
-	je	3f
-	cmpb	$1, 9(%esi)
-	jne	2f
-3:	pushl	%esi
-	pushl	%ecx
-	movl	$16, %ecx
-	call	byte_sum
-	popl	%ecx
-	popl	%esi
-	testb	%al, %al
-	jnz	2f
-	clc
-	ret
-2:	addl	$16, %esi
-	subl	$16, %ecx
-	jnz	1b
-	stc
-	ret
-
-/* byte_sum: %al = the sum of the %ecx bytes at %esi. Clobbers %ecx, %esi, %ah. */
-byte_sum:
-	xorb	%ah, %ah
-1:	lodsb
-	addb	%al, %ah
-	loop	1b
-	movb	%ah, %al
-	ret
-
-/* ------------------------------------------------------------------ */
-/* Output                                                              */
-
-/* puts: the NUL-terminated string at %esi, which has no control characters. */
-puts:
-	pushl	%ecx
-	movl	$-1, %ecx
-	call	put_line
-	popl	%ecx
-	ret
-
-/*
- * put_line: at most %ecx bytes at %esi, stopping at a NUL or a newline;
- * other control bytes show as '?'. Clobbers %ecx, %esi.
- */
-put_line:
-	pushl	%eax
-	pushl	%edx
-	movw	$UART_PORT, %dx
-1:	lodsb
-	testb	%al, %al
-	jz	2f
-	cmpb	$'\n', %al
-	je	2f
-	cmpb	$' ', %al
-	jae	3f
-	movb	$'?', %al
-3:	outb	%al, %dx
-	loop	1b
-2:	popl	%edx
-	popl	%eax
-	ret
-
-/* put_hex: the low %ecx hex digits of %eax. */
-put_hex:
-	pushl	%eax
-	pushl	%ebx
-	pushl	%edx
-	movl	%eax, %ebx
-	movw	$UART_PORT, %dx
-	/* Rotate the first digit to print into the low nibble. */
-	pushl	%ecx
-	negl	%ecx
-	addl	$8, %ecx
-	shll	$2, %ecx
-	roll	%cl, %ebx
-	popl	%ecx
-1:	roll	$4, %ebx
-	movl	%ebx, %eax
-	andl	$0xf, %eax
-	movb	hex_digits(%eax), %al
-	outb	%al, %dx
-	loop	1b
-	popl	%edx
-	popl	%ebx
-	popl	%eax
-	ret
+	jmp	stub_finish
 
 	.section .rodata
-hex_digits:
-	.ascii	"0123456789abcdef"
-	.balign	8
-null_idt:
-	.word	0
-	.long	0
-
-	.data
-	.balign	4
-entry_esi:	.long 0
-entry_ebx:	.long 0
-entry_edi:	.long 0
-entry_ebp:	.long 0
-entry_eip:	.long 0
-entry_eflags:	.long 0
-entry_cr0:	.long 0
-entry_cs:	.word 0
-entry_ds:	.word 0
-entry_es:	.word 0
-entry_ss:	.word 0
-bad:		.long 0
-fails:		.long 0
-mp_floating:	.long 0
-mp_table:	.long 0
-mp_count:	.long 0, 0, 0, 0, 0	/* entries of each type 0..4 */
-mp_bsp:		.long 0xff
-mp_ioapic:	.long 0xff
-mp_irq0_pin:	.long 0xff
-
-	.bss
-	.balign	16
-	.skip	4096
-stack_top:
+e820_prefix:
+	.asciz	"stub: e820 "
