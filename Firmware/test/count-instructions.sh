@@ -4,19 +4,28 @@
 # is one translation block, logged once per run (each iteration of a rep
 # string instruction counts as one).
 #
-#   test/count-instructions.sh [OUT] [SMP]    OUT holds sandbox-firmware.bin (default ../build)
+#   test/count-instructions.sh [OUT] [SMP] [KERNEL]
+#
+# OUT holds sandbox-firmware.bin (default ../build); KERNEL is bzimage (the
+# default: the test bzImage, the 32-bit boot protocol) or pvh (the PVH test
+# kernel, an ELF that QEMU loads itself). Both test kernels start at 0x100000.
 
 set -eu
 
 here=$(cd "$(dirname "$0")/.." && pwd)
 out=$(cd "${1:-$here/../build}" && pwd)
 smp=${2:-2}
+kernel=${3:-bzimage}
 qemu=${QEMU:-qemu-system-x86_64}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-make -s -C "$here" OUT="$work" test-kernel >/dev/null
+case $kernel in
+bzimage) make -s -C "$here" OUT="$work" test-kernel >/dev/null; image=sandbox-firmware-test-kernel ;;
+pvh) make -s -C "$here" OUT="$work" test-pvh >/dev/null; image=sandbox-firmware-test-pvh ;;
+*) echo "KERNEL is bzimage or pvh, not $kernel" >&2; exit 2 ;;
+esac
 printf 'sandbox initrd test line\n' >"$work/initrd"
 
 timeout 120 "$qemu" \
@@ -26,7 +35,7 @@ timeout 120 "$qemu" \
 	-serial "file:$work/console.log" -monitor none \
 	-device isa-debug-exit,iobase=0xf4,iosize=4 \
 	-bios "$out/sandbox-firmware.bin" \
-	-kernel "$work/sandbox-firmware-test-kernel" -initrd "$work/initrd" \
+	-kernel "$work/$image" -initrd "$work/initrd" \
 	-append "console=ttyS0" \
 	-d exec,nochain -D "$work/exec.log" </dev/null >/dev/null 2>&1 || true
 

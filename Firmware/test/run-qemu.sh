@@ -1,7 +1,8 @@
 #!/bin/sh
 # Boots the firmware on QEMU's microvm machine, which offers the same fw_cfg
-# interface as the sandbox VMM, with the test kernel from stub-kernel.S, and
-# checks what the test kernel reports. Also checks the failure path.
+# interface as the sandbox VMM, with the test kernels from stub-kernel.S (a
+# bzImage) and stub-pvh.S (an ELF with a PVH entry, which QEMU loads itself),
+# and checks what the test kernels report. Also checks the failure path.
 #
 #   test/run-qemu.sh [OUT]        OUT holds sandbox-firmware.bin (default ../build)
 #
@@ -35,8 +36,10 @@ failed=0
 # Test kernels: a small one, and one padded to 16 MiB like a large bzImage.
 make -s -C "$here" OUT="$work/small" test-kernel >/dev/null || exit 1
 make -s -C "$here" OUT="$work/large" test-kernel STUB_PAD=16777216 >/dev/null || exit 1
+make -s -C "$here" OUT="$work/small" test-pvh >/dev/null || exit 1
 small="$work/small/sandbox-firmware-test-kernel"
 large="$work/large/sandbox-firmware-test-kernel"
+pvh="$work/small/sandbox-firmware-test-pvh"
 printf 'sandbox initrd test line\nsecond line\n' >"$work/initrd"
 
 # run NAME SECONDS SMP QEMU-ARGS...: boots, leaves the console in $work/NAME.log
@@ -156,24 +159,56 @@ run not-bzimage 5 1 -kernel "$work/not-bzimage"
 check not-bzimage 124 "0x10 0xee" \
 	"sandbox-firmware: kernel setup is not a bzImage header of boot protocol 2.02 or later"
 
-# 6. Reset: without -no-reboot the test kernel's closing triple fault resets
+# 6. PVH: an ELF kernel with a PVH note, which QEMU loads itself, handing
+#    the firmware FW_CFG_KERNEL_ENTRY but no command line address. Two
+#    CPUs, an initrd (module 0) and a command line.
+run pvh-smp2 60 2 -kernel "$pvh" -initrd "$work/initrd" -append "console=ttyS0 sandbox.pvh=1"
+check pvh-smp2 65 "0x10 0x11 0x20" \
+	"stub: pvh entry ebx=0x00007000 eip=0x00100000" \
+	"stub: pvh state ok" \
+	"stub: start_info magic=0x336ec578 version=0x00000001 flags=0x00000000 modules=0x00000001 memmap_entries=0x0000000[1-9] ok" \
+	"stub: memmap 0x0000000000000000 0x0000000010000000 0x01" \
+	'stub: cmdline "console=ttyS0 sandbox.pvh=1"' \
+	"stub: initrd addr=$hex size=0x00000025 head \"sandbox initrd test line\"" \
+	"stub: mp found=0x0009fc00 table=0x0009fc10 cpus=0x02 bsp=0x00 ioapic=0x02 intsrc=0x17 lint=0x02 irq0pin=0x02" \
+	"stub: mp checksums ok" \
+	"stub: result PASS"
+
+# 7. PVH with one CPU and nothing else: no module, an empty command line.
+run pvh-bare 60 1 -kernel "$pvh"
+check pvh-bare 65 "0x10 0x11 0x20" \
+	"stub: pvh state ok" \
+	"stub: start_info magic=0x336ec578 version=0x00000001 flags=0x00000000 modules=0x00000000 memmap_entries=0x0000000[1-9] ok" \
+	'stub: cmdline ""' \
+	'stub: initrd addr=0x00000000 size=0x00000000 head ""' \
+	"stub: mp found=0x0009fc00 table=0x0009fc10 cpus=0x01 bsp=0x00 ioapic=0x01 intsrc=0x17 lint=0x02 irq0pin=0x02" \
+	"stub: result PASS"
+
+# 8. Reset: without -no-reboot the test kernel's closing triple fault resets
 #    the machine, and the firmware must boot again from RAM that the previous
 #    boot left behind, again and again until the timeout. On TCG, which resets
 #    on a triple fault (software KVM hosts may report an emulation failure).
-saved_debug_exit=$debug_exit
-accel=tcg cpu=max reboot= debug_exit=
-run reset 5 2 -kernel "$small" -append "console=ttyS0"
-accel=$QEMU_ACCEL cpu=$QEMU_CPU reboot=-no-reboot debug_exit=$saved_debug_exit
-boots=$(tr -d '\r' <"$work/reset.log" | grep -c '^stub: result PASS$')
-fails=$(tr -d '\r' <"$work/reset.log" | grep -c '^stub: result FAIL$')
-if [ "$boots" -ge 2 ] && [ "$fails" = 0 ]; then
-	passed=$((passed + 1))
-	echo "PASS reset (tcg: $boots boots in 5 s, all passed)"
-else
-	failed=$((failed + 1))
-	echo "FAIL reset ($boots passing and $fails failing boots)"
-	tail -20 "$work/reset.log" | sed 's/^/  console: /'
-fi
+#    Once with each test kernel.
+reset_case() {
+	name=$1
+	shift
+	saved_debug_exit=$debug_exit
+	accel=tcg cpu=max reboot= debug_exit=
+	run "$name" 5 2 "$@"
+	accel=$QEMU_ACCEL cpu=$QEMU_CPU reboot=-no-reboot debug_exit=$saved_debug_exit
+	boots=$(tr -d '\r' <"$work/$name.log" | grep -c '^stub: result PASS$')
+	fails=$(tr -d '\r' <"$work/$name.log" | grep -c '^stub: result FAIL$')
+	if [ "$boots" -ge 2 ] && [ "$fails" = 0 ]; then
+		passed=$((passed + 1))
+		echo "PASS $name (tcg: $boots boots in 5 s, all passed)"
+	else
+		failed=$((failed + 1))
+		echo "FAIL $name ($boots passing and $fails failing boots)"
+		tail -20 "$work/$name.log" | sed 's/^/  console: /'
+	fi
+}
+reset_case reset -kernel "$small" -append "console=ttyS0"
+reset_case pvh-reset -kernel "$pvh" -initrd "$work/initrd" -append "console=ttyS0"
 
 echo "$passed passed, $failed failed"
 [ "$failed" = 0 ]

@@ -1,7 +1,7 @@
 /*
- * The part of the test kernel that does not depend on the boot protocol: the
- * checks of the CPU state and of the MP table, output on the 8250 UART at
- * 0x3f8, the end of the run, and the variables and stack; see stub.h.
+ * The part the test kernels share: the checks of the CPU state and of the MP
+ * table, output on the 8250 UART at 0x3f8, the end of the run, and the
+ * variables and stack. Linked into each test kernel; see stub.h.
  */
 
 #include "stub.h"

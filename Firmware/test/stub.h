@@ -1,7 +1,7 @@
 /*
- * Shared by the test kernel (stub-kernel.S) and its common part
- * (stub-common.S): ports, constants and the output macros. Every macro
- * keeps every register but those named.
+ * Shared by the test kernels (stub-kernel.S, a bzImage; stub-pvh.S, an ELF
+ * with a PVH entry) and their common part (stub-common.S): ports, constants
+ * and the output macros. Every macro keeps every register but those named.
  */
 #ifndef SANDBOX_FIRMWARE_STUB_H
 #define SANDBOX_FIRMWARE_STUB_H
