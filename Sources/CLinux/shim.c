@@ -131,3 +131,74 @@ int sbx_set_thread_name(const char *name) {
 }
 
 int sbx_gettid(void) { return (int)syscall(SYS_gettid); }
+
+// MARK: - net (TAP backend of virtio-net; linux/if_tun.h, net/if.h)
+
+#include <net/if.h>
+
+const unsigned long sbx_TUNGETIFF = TUNGETIFF;
+const unsigned long sbx_SIOCGIFFLAGS = SIOCGIFFLAGS;
+const unsigned long sbx_SIOCSIFFLAGS = SIOCSIFFLAGS;
+const int sbx_IFNAMSIZ = IFNAMSIZ;
+const int sbx_IFF_TAP = IFF_TAP;
+const int sbx_IFF_NO_PI = IFF_NO_PI;
+const int sbx_IFF_VNET_HDR = IFF_VNET_HDR;
+const int sbx_IFF_PERSIST = IFF_PERSIST;
+const int sbx_IFF_UP = IFF_UP;
+const unsigned int sbx_TUN_F_CSUM = TUN_F_CSUM;
+const unsigned int sbx_TUN_F_TSO4 = TUN_F_TSO4;
+const unsigned int sbx_TUN_F_TSO6 = TUN_F_TSO6;
+const unsigned int sbx_TUN_F_TSO_ECN = TUN_F_TSO_ECN;
+const unsigned int sbx_TUN_F_UFO = TUN_F_UFO;
+
+static int sbx_ifreq_named(const char *name, struct ifreq *ifr) {
+    size_t n = strlen(name);
+    if (n >= IFNAMSIZ) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memset(ifr, 0, sizeof *ifr);
+    memcpy(ifr->ifr_name, name, n);
+    return 0;
+}
+
+int sbx_tun_set_iff(int fd, const char *name, int flags, char *name_out) {
+    struct ifreq ifr;
+    if (sbx_ifreq_named(name, &ifr) != 0) return -1;
+    ifr.ifr_flags = (short)flags;
+    if (ioctl(fd, TUNSETIFF, &ifr) != 0) return -1;
+    memcpy(name_out, ifr.ifr_name, IFNAMSIZ);
+    name_out[IFNAMSIZ - 1] = 0;
+    return 0;
+}
+
+int sbx_tun_get_iff_flags(int fd, int *flags) {
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof ifr);
+    if (ioctl(fd, TUNGETIFF, &ifr) != 0) return -1;
+    *flags = (unsigned short)ifr.ifr_flags;
+    return 0;
+}
+
+static int sbx_if_flags_ioctl(const char *name, unsigned long request, int *flags) {
+    struct ifreq ifr;
+    if (sbx_ifreq_named(name, &ifr) != 0) return -1;
+    ifr.ifr_flags = (short)*flags;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0) return -1;
+    int r = ioctl(s, request, &ifr);
+    int saved = errno;
+    close(s);
+    errno = saved;
+    if (r == 0) *flags = (unsigned short)ifr.ifr_flags;
+    return r;
+}
+
+int sbx_if_get_flags(const char *name, int *flags) {
+    *flags = 0;
+    return sbx_if_flags_ioctl(name, SIOCGIFFLAGS, flags);
+}
+
+int sbx_if_set_flags(const char *name, int flags) { return sbx_if_flags_ioctl(name, SIOCSIFFLAGS, &flags); }
+
+unsigned int sbx_if_nametoindex(const char *name) { return if_nametoindex(name); }

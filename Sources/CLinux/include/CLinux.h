@@ -149,4 +149,37 @@ static inline struct kvm_cpuid_entry2 *sbx_cpuid2_entries(struct kvm_cpuid2 *c) 
 static inline struct kvm_msr_entry *sbx_msrs_entries(struct kvm_msrs *m) { return m->entries; }
 static inline uint32_t *sbx_msr_list_indices(struct kvm_msr_list *l) { return l->indices; }
 
+// MARK: - net (TAP backend of virtio-net; linux/if_tun.h, net/if.h)
+
+extern const unsigned long sbx_TUNGETIFF;
+extern const unsigned long sbx_SIOCGIFFLAGS;
+extern const unsigned long sbx_SIOCSIFFLAGS;
+/// IFNAMSIZ: interface names are at most IFNAMSIZ - 1 bytes.
+extern const int sbx_IFNAMSIZ;
+/// TUNSETIFF flags (linux/if_tun.h).
+extern const int sbx_IFF_TAP;
+extern const int sbx_IFF_NO_PI;
+extern const int sbx_IFF_VNET_HDR;
+extern const int sbx_IFF_PERSIST;
+/// Interface flag IFF_UP (net/if.h).
+extern const int sbx_IFF_UP;
+/// TUNSETOFFLOAD bits (linux/if_tun.h).
+extern const unsigned int sbx_TUN_F_CSUM;
+extern const unsigned int sbx_TUN_F_TSO4;
+extern const unsigned int sbx_TUN_F_TSO6;
+extern const unsigned int sbx_TUN_F_TSO_ECN;
+extern const unsigned int sbx_TUN_F_UFO;
+
+/// TUNSETIFF with `name` and `flags`; on success the kernel's name for the interface
+/// (it expands `%d`) is copied into `name_out` (IFNAMSIZ bytes, NUL-terminated).
+int sbx_tun_set_iff(int fd, const char *name, int flags, char *name_out);
+/// TUNGETIFF: the attached interface's TUN flags (IFF_PERSIST marks a persistent one).
+int sbx_tun_get_iff_flags(int fd, int *flags);
+/// SIOCGIFFLAGS on `name` through a throwaway AF_INET datagram socket.
+int sbx_if_get_flags(const char *name, int *flags);
+/// SIOCSIFFLAGS on `name` through a throwaway AF_INET datagram socket.
+int sbx_if_set_flags(const char *name, int flags);
+/// if_nametoindex(3): 0 when there is no interface of that name.
+unsigned int sbx_if_nametoindex(const char *name);
+
 #endif
