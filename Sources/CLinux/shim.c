@@ -202,3 +202,47 @@ int sbx_if_get_flags(const char *name, int *flags) {
 int sbx_if_set_flags(const char *name, int flags) { return sbx_if_flags_ioctl(name, SIOCSIFFLAGS, &flags); }
 
 unsigned int sbx_if_nametoindex(const char *name) { return if_nametoindex(name); }
+
+// MARK: - vsock (Unix stream sockets of the hybrid vsock device)
+
+#include <poll.h>
+
+int sbx_unix_stream_socket(void) { return socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0); }
+
+static int sbx_unix_address(const char *path, struct sockaddr_un *addr) {
+    size_t n = strlen(path);
+    if (n == 0 || n >= sizeof addr->sun_path) {
+        errno = ENAMETOOLONG;
+        return -1;
+    }
+    memset(addr, 0, sizeof *addr);
+    addr->sun_family = AF_UNIX;
+    memcpy(addr->sun_path, path, n);
+    return 0;
+}
+
+int sbx_unix_bind(int fd, const char *path) {
+    struct sockaddr_un addr;
+    if (sbx_unix_address(path, &addr) != 0) return -1;
+    return bind(fd, (struct sockaddr *)&addr, sizeof addr);
+}
+
+int sbx_unix_connect(int fd, const char *path) {
+    struct sockaddr_un addr;
+    if (sbx_unix_address(path, &addr) != 0) return -1;
+    return connect(fd, (struct sockaddr *)&addr, sizeof addr);
+}
+
+int sbx_accept_nonblock(int fd) { return accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC); }
+
+ssize_t sbx_send_nosignal(int fd, const void *buf, size_t len) { return send(fd, buf, len, MSG_NOSIGNAL | MSG_DONTWAIT); }
+
+ssize_t sbx_recv_nonblock(int fd, void *buf, size_t len, int peek) {
+    return recv(fd, buf, len, MSG_DONTWAIT | (peek ? MSG_PEEK : 0));
+}
+
+int sbx_poll_one(int fd, short events, int timeout_ms) {
+    struct pollfd p = { .fd = fd, .events = events, .revents = 0 };
+    int r = poll(&p, 1, timeout_ms);
+    return r > 0 ? p.revents : r;
+}

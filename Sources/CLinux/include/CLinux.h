@@ -182,4 +182,21 @@ int sbx_if_set_flags(const char *name, int flags);
 /// if_nametoindex(3): 0 when there is no interface of that name.
 unsigned int sbx_if_nametoindex(const char *name);
 
+// MARK: - vsock (Unix stream sockets of the hybrid vsock device)
+
+/// socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC).
+int sbx_unix_stream_socket(void);
+/// bind(2) to a filesystem path; -1 with ENAMETOOLONG when it does not fit sun_path.
+int sbx_unix_bind(int fd, const char *path);
+/// connect(2) to a filesystem path; -1 with ENAMETOOLONG when it does not fit sun_path.
+int sbx_unix_connect(int fd, const char *path);
+/// accept4(2) with SOCK_NONBLOCK | SOCK_CLOEXEC (accept4 needs _GNU_SOURCE).
+int sbx_accept_nonblock(int fd);
+/// send(2) with MSG_NOSIGNAL | MSG_DONTWAIT: a closed peer is EPIPE, never SIGPIPE.
+ssize_t sbx_send_nosignal(int fd, const void *buf, size_t len);
+/// recv(2) with MSG_DONTWAIT, and MSG_PEEK when `peek` is non-zero.
+ssize_t sbx_recv_nonblock(int fd, void *buf, size_t len, int peek);
+/// poll(2) on one fd with a timeout in milliseconds; returns revents, 0 on timeout, -1 on error.
+int sbx_poll_one(int fd, short events, int timeout_ms);
+
 #endif
