@@ -140,6 +140,40 @@ public final class GuestMemory: @unchecked Sendable {
         memmove(d, s, Int(length))
     }
 
+    // MARK: - Snapshots
+
+    /// Writes region `index` to `fd` at `fileOffset`, skipping all-zero pages so the file
+    /// stays sparse. Returns the bytes actually written.
+    public func dumpRegion(_ index: Int, to fd: Int32, fileOffset: UInt64) throws(GuestMemoryError) -> UInt64 {
+        guard regions.indices.contains(index) else { throw .invalidLayout("no region \(index)") }
+        let region = regions[index]
+        let page = 4096
+        let base = region.mapping.base
+        var written: UInt64 = 0
+        var offset = 0
+        while offset < Int(region.size) {
+            let chunk = min(page, Int(region.size) - offset)
+            let p = base + offset
+            let allZero = p.withMemoryRebound(to: UInt64.self, capacity: chunk / 8) { words in
+                (0..<(chunk / 8)).allSatisfy { words[$0] == 0 }
+            }
+            if !allZero {
+                var done = 0
+                while done < chunk {
+                    let n = pwrite(fd, p + done, chunk - done, off_t(fileOffset + UInt64(offset + done)))
+                    if n < 0 {
+                        if errno == EINTR { continue }
+                        throw .io(call: "pwrite(memory file)", errno: errno)
+                    }
+                    done += n
+                }
+                written += UInt64(chunk)
+            }
+            offset += chunk
+        }
+        return written
+    }
+
     // MARK: - File I/O straight into or out of guest memory (no bounce buffer)
 
     /// pread(2) from `fd` at `offset` into guest memory; returns bytes read (short at end of file).

@@ -28,6 +28,25 @@ public final class I8042: PortDevice {
         self.onReset = onReset
     }
 
+    /// Controller state for snapshots.
+    public struct Snapshot: Codable, Sendable, Equatable {
+        public var config: UInt8
+        public var output: UInt8?
+        public var pendingCommand: UInt8?
+    }
+
+    public func snapshot() -> Snapshot {
+        state.withLock { Snapshot(config: $0.config, output: $0.output, pendingCommand: $0.pendingCommand) }
+    }
+
+    public func restore(_ snap: Snapshot) {
+        state.withLock {
+            $0.config = snap.config
+            $0.output = snap.output
+            $0.pendingCommand = snap.pendingCommand
+        }
+    }
+
     /// How many times the guest asked for a reset.
     public var resetCount: Int { state.withLock { $0.resets } }
 

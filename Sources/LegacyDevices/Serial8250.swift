@@ -77,6 +77,32 @@ public final class Serial8250: PortDevice {
         if raise { interrupt() }
     }
 
+    /// Register state for snapshots (pending host input included).
+    public struct Snapshot: Codable, Sendable, Equatable {
+        public var ier, lcr, mcr, lsr, msr, scr, fcr, dll, dlm: UInt8
+        public var txInterruptPending: Bool
+        public var input: [UInt8]
+    }
+
+    /// The registers as they are now.
+    public func snapshot() -> Snapshot {
+        state.withLock { s in
+            Snapshot(ier: s.ier, lcr: s.lcr, mcr: s.mcr, lsr: s.lsr, msr: s.msr, scr: s.scr, fcr: s.fcr, dll: s.dll, dlm: s.dlm,
+                     txInterruptPending: s.txInterruptPending, input: Array(s.input[s.inputHead...]))
+        }
+    }
+
+    /// Puts the registers back as they were.
+    public func restore(_ snap: Snapshot) {
+        state.withLock { s in
+            s.ier = snap.ier; s.lcr = snap.lcr; s.mcr = snap.mcr; s.lsr = snap.lsr; s.msr = snap.msr
+            s.scr = snap.scr; s.fcr = snap.fcr; s.dll = snap.dll; s.dlm = snap.dlm
+            s.txInterruptPending = snap.txInterruptPending
+            s.input = Array(snap.input.prefix(Serial8250.inputCapacity))
+            s.inputHead = 0
+        }
+    }
+
     /// Bytes of host input the guest has not read yet.
     public var pendingInput: Int { state.withLock { $0.input.count - $0.inputHead } }
 

@@ -13,6 +13,11 @@ extension Machine {
         defer { mergeStatistics(counts) }
         if index == 0 { noteFirstRun() }
         while !shouldStop {
+            if pauseGate.isRequested {
+                pauseGate.park()
+                vcpu.clearImmediateExit()
+                continue
+            }
             let exit: VCPUExit
             do {
                 exit = try vcpu.runOnce()
@@ -87,9 +92,9 @@ enum VCPUSetup {
         (0x2ff, (1 << 11) | 6),                                   // MTRRdefType: enabled, WB
     ]
 
-    static func configure(_ vcpu: VCPU, index: Int, count: Int, cpuid: CPUIDTable, host: HostProfile, entry: CPUEntryState?) throws(MachineError) {
+    static func configure(_ vcpu: VCPU, cpuid: CPUIDTable, entry: CPUEntryState?) throws(MachineError) {
         do throws(KVMError) {
-            try vcpu.setCPUID(CPUIDPolicy.table(from: cpuid, vcpu: index, of: count, host: host))
+            try vcpu.setCPUID(cpuid)
             try vcpu.setMSRs(bootMSRs)
             var fpu = kvm_fpu()
             fpu.fcw = 0x37f

@@ -20,6 +20,8 @@ public final class Machine: @unchecked Sendable {
     public enum Lifecycle: Sendable, Equatable, CustomStringConvertible {
         case built
         case running
+        /// Every vCPU and the event loop are parked; guest memory and device state are still.
+        case paused
         case stopping(MachineExit)
         case stopped(MachineExit)
 
@@ -27,6 +29,7 @@ public final class Machine: @unchecked Sendable {
             switch self {
             case .built: "built"
             case .running: "running"
+            case .paused: "paused"
             case .stopping: "stopping"
             case .stopped: "stopped"
             }
@@ -54,6 +57,8 @@ public final class Machine: @unchecked Sendable {
     let interruptLines: [EventFD]
     /// The virtio-mmio devices, in slot order.
     public let virtioDevices: [AttachedDevice]
+    /// The CPUID table each vCPU was given (saved in snapshots).
+    let cpuidTables: [CPUIDTable]
 
     private let lifecycle = Mutex(Lifecycle.built)
     private let stopFlag = Atomic<Bool>(false)
@@ -64,11 +69,13 @@ public final class Machine: @unchecked Sendable {
     private var loopThread: OSThread?
     private let done = Mutex<[@Sendable () -> Void]>([])
     private let finished = ConditionFlag()
+    let pauseGate = PauseGate()
+    let markerSnapshot = Mutex<MarkerSnapshot?>(nil)
 
     init(config: MachineConfig, host: HostProfile, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU],
          serial: Serial8250, bootTimer: BootTimer, i8042: I8042, fwCfg: FwCfg?, commandLine: String,
          entry: CPUEntryState, portBus: Bus<UInt16, any PortDevice>, mmioBus: Bus<UInt64, any MMIODevice>,
-         eventLoop: EventLoop, retained: [AnyObject], interruptLines: [EventFD], virtioDevices: [AttachedDevice], timeline: BootTimeline) {
+         eventLoop: EventLoop, retained: [AnyObject], interruptLines: [EventFD], virtioDevices: [AttachedDevice], cpuidTables: [CPUIDTable], timeline: BootTimeline) {
         self.config = config
         self.host = host
         self.vm = vm
@@ -86,6 +93,7 @@ public final class Machine: @unchecked Sendable {
         self.retained = retained
         self.interruptLines = interruptLines
         self.virtioDevices = virtioDevices
+        self.cpuidTables = cpuidTables
         self.timelineState = Mutex(timeline)
     }
 
@@ -127,7 +135,7 @@ public final class Machine: @unchecked Sendable {
     public func requestStop(_ reason: MachineExit) {
         let first: Bool = lifecycle.withLock { s in
             switch s {
-            case .built, .running:
+            case .built, .running, .paused:
                 s = .stopping(reason)
                 return true
             default:
@@ -136,10 +144,48 @@ public final class Machine: @unchecked Sendable {
         }
         guard first else { return }
         stopFlag.store(true, ordering: .sequentiallyConsistent)
+        pauseGate.release()
         for (vcpu, thread) in zip(vcpus, vcpuThreads) {
             vcpu.requestImmediateExit()
             thread.kill(KickSignal.number)
         }
+    }
+
+    /// Parks every vCPU outside KVM_RUN and the event loop, so guest memory and device
+    /// state stop changing (for snapshots). Returns once all of them are parked.
+    public func pause() throws(MachineError) {
+        try beginPause()
+        waitUntilPaused()
+    }
+
+    /// Asks every vCPU and the event loop to park; returns at once. A vCPU thread may call
+    /// this: it parks itself when it next returns to its loop, before re-entering the guest.
+    func beginPause() throws(MachineError) {
+        try lifecycle.withLock { (s) throws(MachineError) in
+            guard case .running = s else { throw .wrongState(operation: "pause", state: s.description) }
+            s = .paused
+        }
+        pauseGate.request()
+        let gate = pauseGate
+        eventLoop.post { gate.park() }
+        for (vcpu, thread) in zip(vcpus, vcpuThreads) {
+            vcpu.requestImmediateExit()
+            thread.kill(KickSignal.number)
+        }
+    }
+
+    /// Waits until every vCPU that is still running and the event loop are parked.
+    func waitUntilPaused() {
+        pauseGate.waitUntilParked { 1 + max(self.runningVCPUs.load(ordering: .sequentiallyConsistent), 0) }
+    }
+
+    /// Lets a paused machine run again.
+    public func resume() throws(MachineError) {
+        try lifecycle.withLock { (s) throws(MachineError) in
+            guard case .paused = s else { throw .wrongState(operation: "resume", state: s.description) }
+            s = .running
+        }
+        pauseGate.release()
     }
 
     /// Registers `body` to run (on some thread) once the machine has stopped.
@@ -177,6 +223,7 @@ public final class Machine: @unchecked Sendable {
 
     private func vcpuFinished() {
         let left = runningVCPUs.subtract(1, ordering: .sequentiallyConsistent).newValue
+        pauseGate.poke()
         guard left <= 0 else { return }
         timelineState.withLock { $0.vmExit = .now() }
         lifecycle.withLock { s in
@@ -189,6 +236,7 @@ public final class Machine: @unchecked Sendable {
     }
 
     func recordMilestone(_ mark: BootTimer.Mark) {
+        triggerMarkerSnapshot(mark.value)
         timelineState.withLock { t in
             switch BootTimer.Milestone(rawValue: mark.value) {
             case .userspace: if t.userspace == nil { t.userspace = mark.time }
@@ -213,6 +261,71 @@ public final class Machine: @unchecked Sendable {
 
     func mergeStatistics(_ s: ExitStatistics) {
         stats.withLock { $0.merge(s) }
+    }
+}
+
+/// Where vCPU threads and the event loop wait while the machine is paused.
+final class PauseGate: @unchecked Sendable {
+    // Invariant: `requested` and `parked` are only touched with `mutex` held.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let cond = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private var requested = false
+    private var parked = 0
+    private let flag = Atomic<Bool>(false)
+
+    init() {
+        pthread_mutex_init(mutex, nil)
+        pthread_cond_init(cond, nil)
+    }
+
+    deinit {
+        pthread_cond_destroy(cond)
+        pthread_mutex_destroy(mutex)
+        cond.deallocate()
+        mutex.deallocate()
+    }
+
+    /// Cheap check for the vCPU loop.
+    var isRequested: Bool { flag.load(ordering: .relaxed) }
+
+    func request() {
+        pthread_mutex_lock(mutex)
+        requested = true
+        flag.store(true, ordering: .sequentiallyConsistent)
+        pthread_mutex_unlock(mutex)
+    }
+
+    func release() {
+        pthread_mutex_lock(mutex)
+        requested = false
+        flag.store(false, ordering: .sequentiallyConsistent)
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Wakes waiters so they re-evaluate (a vCPU thread ended).
+    func poke() {
+        pthread_mutex_lock(mutex)
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Called by a vCPU or loop thread: waits here until released.
+    func park() {
+        pthread_mutex_lock(mutex)
+        parked += 1
+        pthread_cond_broadcast(cond)
+        while requested { pthread_cond_wait(cond, mutex) }
+        parked -= 1
+        pthread_cond_broadcast(cond)
+        pthread_mutex_unlock(mutex)
+    }
+
+    /// Waits until `expected()` threads are parked (re-evaluated on every change).
+    func waitUntilParked(_ expected: () -> Int) {
+        pthread_mutex_lock(mutex)
+        while requested && parked < expected() { pthread_cond_wait(cond, mutex) }
+        pthread_mutex_unlock(mutex)
     }
 }
 

@@ -96,6 +96,24 @@ public struct MachineBuilder {
         } catch { throw .boot(error) }
         phases.append(.init("images-loaded"))
 
+        return try assemble(kvm: kvm, vm: vm, memory: memory, fwCfgContent: fwCfgContent, entry: entry, retained: retained,
+                            commandLine: commandLine, phases: phases, vcpuState: .boot)
+    }
+
+    /// How vCPUs get their initial state.
+    enum VCPUInitialState {
+        /// Fresh: CPUID from KVM through the policy, boot MSRs, the entry registers.
+        case boot
+        /// Saved state, one blob per vCPU (CPUID included).
+        case restore([[UInt8]])
+    }
+
+    /// The part of building shared by boot and restore: devices, vCPUs, the machine.
+    func assemble(kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
+                  fwCfgContent: (items: [UInt16: FwCfg.Content], files: [String: FwCfg.Content])?,
+                  entry: CPUEntryState, retained: [AnyObject], commandLine: String,
+                  phases: [BootTimeline.Phase], vcpuState: VCPUInitialState) throws(MachineError) -> Machine {
+        var phases = phases
         // Devices.
         let link = MachineLink()
         let serialIRQ: EventFD
@@ -129,17 +147,32 @@ public struct MachineBuilder {
 
         // vCPUs.
         var vcpus: [VCPU] = []
+        var cpuidTables: [CPUIDTable] = []
         do {
-            let cpuid = try kvm.supportedCPUID()
-            for i in 0..<config.vcpus {
-                let vcpu = try vm.createVCPU(id: UInt32(i))
-                try VCPUSetup.configure(vcpu, index: i, count: config.vcpus, cpuid: cpuid, host: host, entry: i == 0 ? entry : nil)
-                vcpus.append(vcpu)
+            switch vcpuState {
+            case .boot:
+                let cpuid = try kvm.supportedCPUID()
+                for i in 0..<config.vcpus {
+                    let vcpu = try vm.createVCPU(id: UInt32(i))
+                    let table = CPUIDPolicy.table(from: cpuid, vcpu: i, of: config.vcpus, host: host)
+                    try VCPUSetup.configure(vcpu, cpuid: table, entry: i == 0 ? entry : nil)
+                    vcpus.append(vcpu)
+                    cpuidTables.append(table)
+                }
+            case let .restore(blobs):
+                for (i, blob) in blobs.enumerated() {
+                    let vcpu = try vm.createVCPU(id: UInt32(i))
+                    try VCPUStateIO.apply(blob, to: vcpu)
+                    vcpus.append(vcpu)
+                    cpuidTables.append(try VCPUStateIO.cpuid(from: blob))
+                }
             }
         } catch let e as KVMError {
             throw .kvm(e)
         } catch let e as MachineError {
             throw e
+        } catch let e as SnapshotError {
+            throw .snapshot(e)
         } catch {
             throw .invalidConfig("\(error)")
         }
@@ -151,7 +184,7 @@ public struct MachineBuilder {
         let machine = Machine(config: config, host: host, vm: vm, memory: memory, vcpus: vcpus, serial: serial,
                               bootTimer: bootTimer, i8042: i8042, fwCfg: fwCfg, commandLine: commandLine, entry: entry,
                               portBus: ports, mmioBus: mmio, eventLoop: loop, retained: retained,
-                              interruptLines: [serialIRQ], virtioDevices: virtio, timeline: timeline)
+                              interruptLines: [serialIRQ], virtioDevices: virtio, cpuidTables: cpuidTables, timeline: timeline)
         link.machine = machine
         return machine
     }

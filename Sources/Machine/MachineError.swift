@@ -12,6 +12,8 @@ public enum MachineError: Error, Equatable, Sendable, CustomStringConvertible {
     case kvm(KVMError)
     case memory(GuestMemoryError)
     case system(SystemError)
+    /// Taking or restoring a snapshot failed.
+    case snapshot(SnapshotError)
     /// An operation was attempted in a lifecycle state that does not allow it.
     case wrongState(operation: String, state: String)
 
@@ -23,6 +25,7 @@ public enum MachineError: Error, Equatable, Sendable, CustomStringConvertible {
         case let .kvm(e): e.description
         case let .memory(e): e.description
         case let .system(e): e.description
+        case let .snapshot(e): e.description
         case let .wrongState(op, state): "cannot \(op) a machine that is \(state)"
         }
     }

@@ -36,6 +36,39 @@ public struct VirtQueue: Sendable {
         self.size = maxSize
     }
 
+    /// Everything needed to continue the queue after a restore.
+    public struct Snapshot: Codable, Sendable, Equatable {
+        public var size: UInt16
+        public var ready: Bool
+        public var descriptorTable, availRing, usedRing: UInt64
+        public var eventIndex: Bool
+        public var lastAvail, nextUsed, signalledUsed: UInt16
+        public var signalledValid: Bool
+    }
+
+    public var snapshot: Snapshot {
+        Snapshot(size: size, ready: ready, descriptorTable: descriptorTable.raw, availRing: availRing.raw, usedRing: usedRing.raw,
+                 eventIndex: eventIndex, lastAvail: lastAvail, nextUsed: nextUsed, signalledUsed: signalledUsed, signalledValid: signalledValid)
+    }
+
+    /// Takes over a saved queue; the layout is validated again against `memory`.
+    public mutating func restore(_ s: Snapshot, memory: GuestMemory) throws(VirtQueueError) {
+        size = s.size
+        descriptorTable = GuestAddress(s.descriptorTable)
+        availRing = GuestAddress(s.availRing)
+        usedRing = GuestAddress(s.usedRing)
+        eventIndex = s.eventIndex
+        lastAvail = s.lastAvail
+        nextUsed = s.nextUsed
+        signalledUsed = s.signalledUsed
+        signalledValid = s.signalledValid
+        ready = false
+        if s.ready {
+            try validate(in: memory)
+            ready = true
+        }
+    }
+
     /// Returns to the reset state (QueueReady 0, indices 0).
     public mutating func reset() {
         self = VirtQueue(maxSize: maxSize)

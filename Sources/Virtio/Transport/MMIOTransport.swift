@@ -204,6 +204,51 @@ public final class MMIOTransport: MMIODevice, @unchecked Sendable {
         }
     }
 
+    // MARK: - Snapshots
+
+    /// Register and queue state for snapshots.
+    public struct Snapshot: Codable, Sendable, Equatable {
+        public var deviceType: UInt32
+        public var status: UInt32
+        public var driverFeatures: UInt64
+        public var deviceFeaturesSel, driverFeaturesSel, queueSel: UInt32
+        public var interruptStatus: UInt32
+        public var configGeneration: UInt32
+        public var queues: [VirtQueue.Snapshot]
+    }
+
+    /// The transport as it is now (take it while the machine is paused).
+    public func snapshot() -> Snapshot {
+        state.withLock { s in
+            Snapshot(deviceType: device.deviceType.rawValue, status: s.status, driverFeatures: s.driverFeatures,
+                     deviceFeaturesSel: s.deviceFeaturesSel, driverFeaturesSel: s.driverFeaturesSel, queueSel: s.queueSel,
+                     interruptStatus: s.interruptStatus, configGeneration: s.configGeneration, queues: s.queues.map(\.snapshot))
+        }
+    }
+
+    /// Takes over a saved transport and, when the driver had it live, activates the device
+    /// on the restored queues. Refuses state that does not match this device.
+    public func restore(_ snap: Snapshot) throws(VirtQueueError) {
+        guard snap.deviceType == device.deviceType.rawValue, snap.queues.count == device.queueSizes.count else {
+            throw .invalidLayout("\(name): snapshot is for device type \(snap.deviceType) with \(snap.queues.count) queues")
+        }
+        let context: VirtioContext? = try state.withLock { (s) throws(VirtQueueError) -> VirtioContext? in
+            for i in s.queues.indices { try s.queues[i].restore(snap.queues[i], memory: memory) }
+            s.status = snap.status
+            s.driverFeatures = snap.driverFeatures
+            s.deviceFeaturesSel = snap.deviceFeaturesSel
+            s.driverFeaturesSel = snap.driverFeaturesSel
+            s.queueSel = snap.queueSel
+            s.interruptStatus = snap.interruptStatus
+            s.configGeneration = snap.configGeneration
+            guard snap.status & Status.driverOK != 0, snap.status & Status.needsReset == 0 else { return nil }
+            let c = VirtioContext(memory: memory, features: snap.driverFeatures, eventLoop: eventLoop, transport: self)
+            s.context = c
+            return c
+        }
+        if let context { device.activate(context) }
+    }
+
     // MARK: - Driver-facing operations
 
     /// Back to the power-on state: status 0, queues reset, device backend dropped.
