@@ -128,12 +128,9 @@ import Testing
     @Test func guestConnectionReachesTheListenerAtUdsUnderscorePort() throws {
         let h = try VsockHarness()
         defer { h.shutdown() }
-        let listener = try UnixSocket.listen(path: h.udsPath + "_5000")
-        try h.send(h.packet(.request, guestPort: 40000, hostPort: 5000))
-        let response = try h.waitForPacket { _ in true }
-        #expect(response.op == .response && response.header.srcPort == 5000 && response.header.dstPort == 40000)
+        let (response, peer) = try h.openGuestStream(guestPort: 40000, hostPort: 5000)
+        #expect(response.header.srcPort == 5000 && response.header.srcCID == VsockPacket.hostCID)
         #expect(response.header.bufAlloc == 256 * 1024 && response.header.dstCID == VsockHarness.guestCID)
-        let peer = try HostClient.accept(listener)
         try h.send(h.packet(.readWrite, guestPort: 40000, hostPort: 5000), payload: Array("ping".utf8))
         #expect(try peer.read(count: 4) == Array("ping".utf8))
         try peer.write(Array("pong".utf8))
@@ -173,10 +170,7 @@ import Testing
     }
 
     @Test func hostCloseSendsShutdownThenResetWhenTheGuestStaysSilent() throws {
-        var limits = VsockDevice.Limits()
-        limits.closeTimeout = 100_000_000
-        limits.timerTick = 20_000_000
-        let h = try VsockHarness(limits: limits)
+        let h = try VsockHarness(limits: .testing { $0.closeTimeout = 100_000_000 })
         defer { h.shutdown() }
         var client: HostClient? = try HostClient.connect(h.udsPath)
         let hostPort = try h.connectFromHost(try #require(client), guestPort: 60)

@@ -190,6 +190,26 @@ final class VsockHarness {
                     op: op, flags: flags, bufAlloc: bufAlloc, fwdCnt: fwdCnt)
     }
 
+    /// Has the guest connect to host port `hostPort`, where a listener is put first; returns
+    /// the device's RESPONSE and the host end as the listener accepted it.
+    func openGuestStream(guestPort: UInt32, hostPort: UInt32) throws -> (response: GuestPacket, peer: HostClient) {
+        let listener = try UnixSocket.listen(path: "\(udsPath)_\(hostPort)")
+        try send(packet(.request, guestPort: guestPort, hostPort: hostPort))
+        let response = try waitForPacket { $0.header.dstPort == guestPort }
+        #expect(response.op == .response)
+        return (response, try HostClient.accept(listener))
+    }
+
+    /// Posts a buffer on the event queue, as the Linux driver does for struct virtio_vsock_event.
+    func provideEventBuffer() throws -> GuestAddress {
+        try onLoop {
+            let buffer = try self.eventQueue.buffer(4, fill: 0xff)
+            try self.eventQueue.add([(buffer, 4, true)])
+            self.driver.notify(VsockDevice.Queue.event)
+            return buffer
+        }
+    }
+
     /// Drives a host client through CONNECT and the guest's RESPONSE; returns the host port.
     func connectFromHost(_ client: HostClient, guestPort: UInt32, bufAlloc: UInt32 = 256 * 1024) throws -> UInt32 {
         try client.write(Array("CONNECT \(guestPort)\n".utf8))
@@ -213,6 +233,16 @@ enum HarnessError: Error, CustomStringConvertible {
         case let .protocolBreak(what): what
         case .closed: "peer closed"
         }
+    }
+}
+
+extension VsockDevice.Limits {
+    /// Default limits with a fast timer and `change` applied.
+    static func testing(_ change: (inout Self) -> Void) -> Self {
+        var limits = Self()
+        limits.timerTick = 10_000_000
+        change(&limits)
+        return limits
     }
 }
 

@@ -94,15 +94,10 @@ import Testing
     }
 
     @Test func guestIgnoringCreditIsReset() throws {
-        var limits = VsockDevice.Limits()
-        limits.bufferSize = 8192
-        let h = try VsockHarness(limits: limits)
+        let h = try VsockHarness(limits: .testing { $0.bufferSize = 8192 })
         defer { h.shutdown() }
-        let listener = try UnixSocket.listen(path: h.udsPath + "_5002")
-        try h.send(h.packet(.request, guestPort: 41000, hostPort: 5002))
-        let response = try h.waitForPacket { _ in true }
-        #expect(response.op == .response && response.header.bufAlloc == 8192)
-        let peer = try HostClient.accept(listener)
+        let (response, peer) = try h.openGuestStream(guestPort: 41000, hostPort: 5002)
+        #expect(response.header.bufAlloc == 8192)
         // Exactly the window is fine; the host socket takes it at once, so the window is whole again.
         try h.send(h.packet(.readWrite, guestPort: 41000, hostPort: 5002), payload: pattern(8192, seed: 4))
         try h.send(h.packet(.readWrite, guestPort: 41000, hostPort: 5002), payload: pattern(9000, seed: 5))
@@ -113,15 +108,11 @@ import Testing
     }
 
     @Test func guestThatNeverDrainsIsHeldToItsWindow() throws {
-        var limits = VsockDevice.Limits()
-        limits.bufferSize = 64 * 1024
-        let h = try VsockHarness(limits: limits)
+        let h = try VsockHarness(limits: .testing { $0.bufferSize = 64 * 1024 })
         defer { h.shutdown() }
-        let listener = try UnixSocket.listen(path: h.udsPath + "_5005")
         var stream = GuestStream(guestPort: 41001, hostPort: 5005)
-        try h.send(stream.packet(.request))
-        stream.note(try h.waitForPacket { $0.op == .response }.header)
-        let peer = try HostClient.accept(listener)
+        let (response, peer) = try h.openGuestStream(guestPort: 41001, hostPort: 5005)
+        stream.note(response.header)
         // The host peer reads nothing: once its socket buffer is full the device holds at most
         // one window, and a guest that respects credit stalls instead of growing that.
         var sent = 0
@@ -145,9 +136,7 @@ import Testing
     }
 
     @Test func connectionCapAnswersResetBeyondIt() throws {
-        var limits = VsockDevice.Limits()
-        limits.maxConnections = 4
-        let h = try VsockHarness(limits: limits)
+        let h = try VsockHarness(limits: .testing { $0.maxConnections = 4 })
         defer { h.shutdown() }
         let listener = try UnixSocket.listen(path: h.udsPath + "_6000")
         for i in 0..<5 { try h.send(h.packet(.request, guestPort: UInt32(100 + i), hostPort: 6000)) }
@@ -167,9 +156,7 @@ import Testing
     }
 
     @Test func withoutRxBuffersResetsWaitAndTxPausesUntilTheGuestRefills() throws {
-        var limits = VsockDevice.Limits()
-        limits.queuedResets = 4
-        let h = try VsockHarness(limits: limits, rxBuffers: 0)
+        let h = try VsockHarness(limits: .testing { $0.queuedResets = 4 }, rxBuffers: 0)
         defer { h.shutdown() }
         for i in 0..<10 { try h.send(h.packet(.request, guestPort: UInt32(200 + i), hostPort: 9999)) }
         // Four RSTs wait for buffers; the other six requests stay on the tx ring.
@@ -207,10 +194,7 @@ import Testing
     }
 
     @Test func silentClientIsClosedAfterTheTimeout() throws {
-        var limits = VsockDevice.Limits()
-        limits.connectLineTimeout = 50_000_000
-        limits.timerTick = 10_000_000
-        let h = try VsockHarness(limits: limits)
+        let h = try VsockHarness(limits: .testing { $0.connectLineTimeout = 50_000_000 })
         defer { h.shutdown() }
         let client = try HostClient.connect(h.udsPath)
         #expect(try client.readToEnd().isEmpty)
@@ -218,10 +202,7 @@ import Testing
     }
 
     @Test func guestThatNeverAnswersARequestTimesOut() throws {
-        var limits = VsockDevice.Limits()
-        limits.guestResponseTimeout = 50_000_000
-        limits.timerTick = 10_000_000
-        let h = try VsockHarness(limits: limits)
+        let h = try VsockHarness(limits: .testing { $0.guestResponseTimeout = 50_000_000 })
         defer { h.shutdown() }
         let client = try HostClient.connect(h.udsPath)
         try client.write(Array("CONNECT 88\n".utf8))

@@ -58,10 +58,7 @@ import Testing
         defer { h.shutdown() }
         let client = try HostClient.connect(h.udsPath)
         _ = try h.connectFromHost(client, guestPort: 70)
-        let listener = try UnixSocket.listen(path: h.udsPath + "_5003")
-        try h.send(h.packet(.request, guestPort: 42000, hostPort: 5003))
-        _ = try h.waitForPacket { $0.op == .response }
-        let peer = try HostClient.accept(listener)
+        let (_, peer) = try h.openGuestStream(guestPort: 42000, hostPort: 5003)
         #expect(h.device.activeConnections == 2)
 
         h.driver.write32(0x70, 0) // from this thread, as a vCPU would
@@ -85,10 +82,7 @@ import Testing
         defer { h.shutdown() }
         let client = try HostClient.connect(h.udsPath)
         _ = try h.connectFromHost(client, guestPort: 72)
-        let listener = try UnixSocket.listen(path: h.udsPath + "_5004")
-        try h.send(h.packet(.request, guestPort: 43000, hostPort: 5004))
-        _ = try h.waitForPacket { $0.op == .response }
-        let peer = try HostClient.accept(listener)
+        let (_, peer) = try h.openGuestStream(guestPort: 43000, hostPort: 5004)
         let pending = try HostClient.connect(h.udsPath) // never sends its CONNECT line
         try h.waitUntil("the pending client is accepted") { h.device.openDescriptors.count == 5 }
 
@@ -113,6 +107,26 @@ import Testing
         h.device.close()
         h.device.reset()
         #expect(throws: SystemError.self) { try UnixSocket.connect(path: h.udsPath) }
+    }
+
+    @Test func transportResetEventDropsEveryStreamWithoutResets() throws {
+        let h = try VsockHarness()
+        defer { h.shutdown() }
+        let client = try HostClient.connect(h.udsPath)
+        _ = try h.connectFromHost(client, guestPort: 73)
+        let (_, peer) = try h.openGuestStream(guestPort: 44000, hostPort: 5006)
+
+        // No event buffer yet: the event waits for one.
+        h.device.resetTransport()
+        #expect(h.device.activeConnections == 0)
+        #expect(try client.readToEnd().isEmpty && peer.readToEnd().isEmpty)
+        let buffer = try h.provideEventBuffer()
+        let used = try h.onLoop { try h.eventQueue.takeUsed() }
+        #expect(used.count == 1 && used.first?.length == 4)
+        #expect(try h.onLoop { try h.memory.readBytes(at: buffer, count: 4) } == [0, 0, 0, 0])
+        // The guest hears of the reset through the event alone, not through RSTs.
+        #expect(try h.collect().isEmpty)
+        #expect(h.device.statistics.resetsSent == 0)
     }
 
     @Test func droppingTheDeviceRemovesItsSocketFile() throws {

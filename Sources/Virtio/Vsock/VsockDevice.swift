@@ -140,9 +140,16 @@ public final class VsockDevice: VirtioDevice {
             switch index {
             case Queue.rx: m.pumpRx()
             case Queue.tx: m.processTx()
-            default: break // event-queue buffers stay with us until there is an event to report
+            default: m.deliverEvents() // buffers stay with us until there is an event to report
             }
         }
+    }
+
+    /// Tells the driver that every stream is gone (VIRTIO_VSOCK_EVENT_TRANSPORT_RESET,
+    /// §5.10.6.5), e.g. after a snapshot restore whose host sockets did not survive: the
+    /// device's streams are closed without RSTs and the guest drops its sockets itself.
+    public func resetTransport() {
+        muxer.withLock { $0.resetTransport() }
     }
 
     /// Readiness of a socket or the timer (event-loop thread).

@@ -161,4 +161,32 @@ extension VsockMuxer {
             offset += n
         }
     }
+
+    // MARK: - Event queue
+
+    func resetTransport() {
+        guard context != nil else { return } // no driver: nothing to tell
+        for conn in Array(connections.values) { drop(conn, reset: false) }
+        resets.removeAll() // they were for streams the guest is about to forget
+        rxReady.removeAll()
+        owesTransportReset = true
+        deliverEvents()
+    }
+
+    /// Writes a pending event (struct virtio_vsock_event: le32 id) into an event-queue buffer.
+    func deliverEvents() {
+        guard owesTransportReset, let ctx = context else { return }
+        let queue = VsockDevice.Queue.event
+        do throws(VirtQueueError) {
+            guard let chain = try ctx.withQueue(queue, { q, m throws(VirtQueueError) in try q.pop(m) }) else { return }
+            var writer = ChainWriter(memory: ctx.memory, chain: chain)
+            guard writer.remaining >= 4 else { throw .invalidLayout("vsock event buffer of \(writer.remaining) bytes") }
+            try writer.write([0, 0, 0, 0]) // VIRTIO_VSOCK_EVENT_TRANSPORT_RESET
+            try ctx.withQueue(queue) { q, m throws(VirtQueueError) in try q.push(head: chain.head, length: 4, m) }
+        } catch {
+            return failDriver(error)
+        }
+        owesTransportReset = false
+        ctx.signalUsed(queue: queue)
+    }
 }

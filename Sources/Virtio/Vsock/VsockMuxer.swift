@@ -44,6 +44,8 @@ final class VsockMuxer {
     var rxReady = Fifo<UInt64>()
     /// The tx queue is left alone until queued RSTs drain (the guest gives no rx buffers).
     var txBlocked = false
+    /// A TRANSPORT_RESET event waits for an event-queue buffer.
+    var owesTransportReset = false
 
     var counters = VsockDevice.Counters()
     var problems = RateLimitedCounter()
@@ -76,6 +78,7 @@ final class VsockMuxer {
         resets.removeAll()
         rxReady.removeAll()
         txBlocked = false
+        owesTransportReset = false
         if let listener { _ = watch(listener, id: Self.listenerID, registered: &listenerRegistration, wanted: 0) }
         if let timer {
             _ = watch(timer.fd, id: Self.timerID, registered: &timerRegistration, wanted: 0)
