@@ -29,8 +29,25 @@ enum VirtioSetup {
                 throw .file(path: disk.path, reason: "cannot open disk: \(error)")
             }
         }
-        if !config.nets.isEmpty || config.vsock != nil {
-            throw .invalidConfig("virtio-net and virtio-vsock are not available in this build")
+        for (i, net) in config.nets.enumerated() {
+            let tap: TapDevice
+            do {
+                tap = try TapDevice(name: net.tap)
+                // A TAP we create starts down, and the kernel refuses writes to a down TAP.
+                try tap.setLinkUp(true)
+            } catch {
+                throw .invalidConfig("--net tap=\(net.tap): \(error)")
+            }
+            do {
+                let device = try NetDevice(tap: tap, mac: net.macBytes)
+                devices.append((device, "virtio-net\(i)", { device.close() }))
+            } catch {
+                tap.close()
+                throw .invalidConfig("--net tap=\(net.tap): \(error)")
+            }
+        }
+        if config.vsock != nil {
+            throw .invalidConfig("virtio-vsock is not available in this build")
         }
         if config.rng { devices.append((RngDevice(), "virtio-rng", {})) }
 
