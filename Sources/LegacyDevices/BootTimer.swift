@@ -13,6 +13,8 @@ public final class BootTimer: PortDevice {
         case userspace = 0x01
         /// The guest agent is ready to serve.
         case agentReady = 0x02
+        /// A test guest reached the point where it wants to be snapshotted.
+        case snapshotPoint = 0x03
         /// The firmware entered protected mode.
         case firmwareStarted = 0x10
         /// The firmware is about to jump to the kernel.

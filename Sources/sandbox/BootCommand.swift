@@ -67,6 +67,20 @@ struct MachineOptions: ParsableArguments {
     }
 }
 
+extension MachineOptions {
+    /// The config saved in a snapshot, with device backends replaced by any given options.
+    func restoreConfig(snapshot: String) throws -> MachineConfig {
+        var config: MachineConfig
+        do { config = try MachineBuilder.snapshotConfig(snapshot) } catch { throw ValidationError(error.description) }
+        do {
+            if !disk.isEmpty { config.disks = try disk.map { (d) throws(MachineError) in try DiskConfig.parse(d) } }
+            if !net.isEmpty { config.nets = try net.map { (n) throws(MachineError) in try NetConfig.parse(n) } }
+            if let vsock { config.vsock = try VsockConfig.parse(vsock) }
+        } catch { throw ValidationError(error.description) }
+        return config
+    }
+}
+
 extension MachineConfig.BootProtocol: ExpressibleByArgument {}
 
 struct BootCommand: ParsableCommand {
@@ -94,16 +108,38 @@ struct BootCommand: ParsableCommand {
     @Option(help: "Write a JSON report (timeline, exits, memory) to this file at the end.")
     var report: String?
 
+    @Option(help: "Snapshot the VM into this directory when the guest writes --snapshot-marker to the boot-timer port.")
+    var snapshotAtMarker: String?
+
+    @Option(help: "Boot-timer value that triggers --snapshot-at-marker (2 = agent ready, 3 = test snapshot point).")
+    var snapshotMarker: UInt8 = 2
+
+    @Flag(help: "Keep the guest running after --snapshot-at-marker instead of ending the run.")
+    var snapshotContinue = false
+
+    @Option(help: "Restore the snapshot in this directory instead of booting (--disk/--net/--vsock replace its backends).")
+    var restore: String?
+
     func run() throws {
         let start = ProcessStart.instant
         ProcessStart.argumentsParsed = .now()
-        let config = try machine.machineConfig()
+        let config = try restore.map { try machine.restoreConfig(snapshot: $0) } ?? machine.machineConfig()
         var builder = MachineBuilder(config: config)
         builder.processStart = start
         if let device = getenv("SANDBOX_KVM_DEVICE") { builder.kvmPath = String(cString: device) }
         let vm: Machine
-        do { vm = try builder.build() } catch {
+        do throws(MachineError) {
+            if let dir = restore { vm = try builder.restore(from: dir) } else { vm = try builder.build() }
+        } catch {
             throw ValidationError(error.description)
+        }
+        if let dir = snapshotAtMarker {
+            vm.snapshotAtMarker(snapshotMarker, directory: dir, stopAfter: !snapshotContinue) { result in
+                switch result {
+                case .success: eprint("sandbox: snapshot written to \(dir)")
+                case let .failure(e): eprint("sandbox: snapshot failed: \(e)")
+                }
+            }
         }
         let terminal = RawTerminal(fd: 0)
         defer { terminal?.restore() }
