@@ -46,8 +46,13 @@ enum VirtioSetup {
                 throw .invalidConfig("--net tap=\(net.tap): \(error)")
             }
         }
-        if config.vsock != nil {
-            throw .invalidConfig("virtio-vsock is not available in this build")
+        if let v = config.vsock {
+            do {
+                let vsock = try VsockDevice(guestCID: v.cid, udsPath: v.udsPath)
+                devices.append((vsock, "virtio-vsock", { vsock.close() }))
+            } catch {
+                throw .invalidConfig("--vsock: \(error)")
+            }
         }
         if config.rng { devices.append((RngDevice(), "virtio-rng", {})) }
 

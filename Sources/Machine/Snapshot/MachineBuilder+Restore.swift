@@ -87,6 +87,8 @@ extension MachineBuilder {
         machine.i8042.restore(meta.i8042)
         for (device, snap) in zip(machine.virtioDevices, meta.virtio) {
             do { try device.transport.restore(snap) } catch { throw .snapshot(.incompatible("\(device.transport.name): \(error)")) }
+            // Host sockets do not survive a restore: the guest learns through TRANSPORT_RESET.
+            (device.transport.device as? VsockDevice)?.resetTransport()
         }
         return machine
     }
