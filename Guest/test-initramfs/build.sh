@@ -12,7 +12,7 @@ out="$repo/build/test-initramfs.cpio"
 
 # The applets /init runs, each as a /bin symlink; everything else is
 # installed at boot only for the interactive shell (sandbox.test=shell).
-applets=(sh mount dd uname grep head tr cat true md5sum reboot setsid cttyhack)
+applets=(sh mount dd uname grep head tr cat true md5sum reboot setsid cttyhack sed sleep)
 
 die() { echo "test-initramfs: $*" >&2; exit 1; }
 
@@ -32,6 +32,8 @@ for applet in "${applets[@]}"; do
 done
 install -m 0755 "$here/init" "$staging/init"
 printf '\001' > "$staging/etc/boot-timer-byte"
+printf '\002' > "$staging/etc/template-byte"
+printf '\003' > "$staging/etc/snapshot-byte"
 cat > "$staging/etc/fstab" <<'FSTAB'
 proc     /proc proc     defaults 0 0
 sysfs    /sys  sysfs    defaults 0 0

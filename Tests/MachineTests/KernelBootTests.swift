@@ -143,3 +143,58 @@ struct KernelBootTests {
         #expect(stderr.contains("does not fit"), "stderr: \(stderr)")
     }
 }
+
+/// The real kernel snapshotted once and restored twice.
+@Suite(.serialized, .enabled(if: Prerequisites.kvm, Prerequisites.kvmReason))
+struct KernelSnapshotTests {
+    /// Polls `console` until it contains `text` or `seconds` pass.
+    static func waitFor(_ text: String, in console: ConsoleCapture, seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        while Date() < deadline {
+            if console.text.contains(text) { return true }
+            Thread.sleep(forTimeInterval: 0.05)
+        }
+        return console.text.contains(text)
+    }
+
+    /// The counter values printed after `marker` text.
+    static func counts(_ text: String) -> [Int] {
+        text.components(separatedBy: "\n").compactMap { line in
+            guard let r = line.range(of: "SANDBOX-COUNT: ") else { return nil }
+            return Int(line[r.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines))
+        }
+    }
+
+    @Test func counterAndTmpfsFileSurviveAndTwoRestoresContinueIndependently() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("sandbox-ksnap-\(UUID().uuidString)").path
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var config = MachineConfig(kernelPath: try KernelBootTests.require("vmlinux"), initrdPath: try KernelBootTests.require("test-initramfs.cpio"))
+        config.commandLine += " sandbox.test=snapshot"
+        var builder = MachineBuilder(config: config)
+        let original = ConsoleCapture()
+        builder.consoleOutput = original.sink
+        let machine = try builder.build()
+        machine.snapshotAtMarker(0x03, directory: dir, stopAfter: true)
+        try machine.start()
+        #expect(machine.wait(timeout: KernelBootTests.timeout) == .stopped, "console:\n\(original.text.suffix(2000))")
+        #expect(original.text.contains("SANDBOX-TEST-SNAPSHOT: ready"))
+        let before = Self.counts(original.text).max() ?? 0
+
+        var firstCounts: [Int] = []
+        for word in ["alpha", "beta"] {
+            var restoreBuilder = MachineBuilder(config: config)
+            let console = ConsoleCapture()
+            restoreBuilder.consoleOutput = console.sink
+            let copy = try restoreBuilder.restore(from: dir)
+            try copy.start()
+            #expect(Self.waitFor("SANDBOX-COUNT: \(before + 2)", in: console, seconds: 300), "the counter keeps going: \(console.text.suffix(500))")
+            copy.serial.enqueue(Array("\(word)\n".utf8))
+            #expect(Self.waitFor("SANDBOX-ECHO: \(word) from before the snapshot", in: console, seconds: 300), "console input and the file: \(console.text.suffix(500))")
+            copy.serial.enqueue(Array("end\n".utf8))
+            #expect(copy.wait(timeout: KernelBootTests.timeout) == .guestReset)
+            firstCounts.append(Self.counts(console.text).min() ?? -1)
+            #expect(!console.text.contains(word == "alpha" ? "beta" : "alpha"), "copies do not see each other's input")
+        }
+        #expect(firstCounts.allSatisfy { $0 > 0 && $0 <= before + 1 }, "each copy continues from the snapshot's count \(before): \(firstCounts)")
+    }
+}
