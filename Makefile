@@ -13,7 +13,7 @@ SANDBOX := .build/release/sandbox
 
 DEBIAN_PACKAGES := build-essential bc flex bison libelf-dev libssl-dev cpio xz-utils kmod \
 	linux-source-6.1 busybox-static qemu-system-x86 qemu-system-data \
-	e2fsprogs erofs-utils iproute2 iputils-ping \
+	e2fsprogs erofs-utils iproute2 iputils-ping netcat-openbsd \
 	containerd runc protobuf-compiler libseccomp-dev libcap-dev
 
 .PHONY: setup deps assets kernel initramfs guest-rootfs firmware build test boot bench clean

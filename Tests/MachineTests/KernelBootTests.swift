@@ -48,7 +48,7 @@ struct KernelBootTests {
     }
 
     @Test func projectFirmwareBootsTheKernelThroughFwCfg() throws {
-        let (exit, text, machine) = try Self.boot(kernel: try Self.require("bzImage"), firmware: try Self.require("sandbox-firmware.bin"))
+        let (exit, text, machine) = try Self.boot(kernel: try Self.require("vmlinux"), firmware: try Self.require("sandbox-firmware.bin"))
         Self.expectUserspace(exit, text, cpus: 1)
         let marks = machine.bootTimer.recorded.map(\.value)
         #expect(marks.contains(BootTimer.Milestone.firmwareStarted.rawValue))
