@@ -160,7 +160,9 @@ struct DeviceEndToEndTests {
         try hostListener.run()
         defer { if hostListener.isRunning { hostListener.terminate() } }
         try Self.sh("/usr/sbin/ip", ["netns", "exec", netns, "nc", "-N", "10.201.0.2", "5000"], stdin: hostFile)
-        #expect(Self.waitFor("SANDBOX-DEV: net-sent", in: console, seconds: 600))
+        let sent = Self.waitFor("SANDBOX-DEV: net-sent", in: console, seconds: 600)
+        #expect(sent)
+        if !sent { hostListener.terminate() }
         hostListener.waitUntilExit()
 
         // vsock: host → guest listener on port 5000, then guest → host port 6000.
