@@ -120,12 +120,19 @@ struct BootCommand: ParsableCommand {
     @Option(help: "Restore the snapshot in this directory instead of booting (--disk/--net/--vsock replace its backends).")
     var restore: String?
 
+    @Option(help: "Where guest console output goes: stdout (default), none, or a file path.")
+    var console: String = "stdout"
+
+    @Flag(help: "Print SANDBOX-READY on stdout once the vCPUs run (with --console none or a file).")
+    var notifyReady = false
+
     func run() throws {
         let start = ProcessStart.instant
         ProcessStart.argumentsParsed = .now()
         let config = try restore.map { try machine.restoreConfig(snapshot: $0) } ?? machine.machineConfig()
         var builder = MachineBuilder(config: config)
         builder.processStart = start
+        builder.consoleOutput = try consoleSink()
         if let device = getenv("SANDBOX_KVM_DEVICE") { builder.kvmPath = String(cString: device) }
         let vm: Machine
         do throws(MachineError) {
@@ -146,7 +153,12 @@ struct BootCommand: ParsableCommand {
         if isatty(0) == 1 || getenv("SANDBOX_CONSOLE_INPUT") != nil {
             try? vm.attachConsoleInput(fd: 0, escape: terminal != nil)
         }
+        StopSignals.forward(to: vm)
         do { try vm.start() } catch { throw ValidationError(error.description) }
+        if notifyReady {
+            let line = "SANDBOX-READY\n"
+            _ = line.withCString { Glibc.write(1, $0, strlen($0)) }
+        }
         let exit = vm.wait(timeout: timeout)
         terminal?.restore()
         let overhead = MemoryUsage.current(excludingGuestBytes: config.memorySize)
@@ -165,6 +177,20 @@ struct BootCommand: ParsableCommand {
         if exit.exitCode != 0 { throw ExitCode(exit.exitCode) }
     }
 
+    func consoleSink() throws -> @Sendable (UInt8) -> Void {
+        switch console {
+        case "stdout": return MachineBuilder.writeToStdout
+        case "none": return { _ in }
+        default:
+            let fd = open(console, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw ValidationError("cannot open --console \(console): \(String(cString: strerror(errno)))") }
+            return { byte in
+                var b = byte
+                _ = Glibc.write(fd, &b, 1)
+            }
+        }
+    }
+
     func printTimeline(_ t: BootTimeline, origin: MonotonicInstant) {
         let t0 = t.processStart ?? origin
         eprint(format3(ProcessStart.mainEntered.milliseconds(since: t0)) + " ms  main")
@@ -178,6 +204,27 @@ struct BootCommand: ParsableCommand {
     func printExits(_ stats: ExitStatistics) {
         eprint("\(stats.total) VM exits")
         for (kind, count) in stats.ranked { eprint("  \(count)\t\(kind)") }
+    }
+}
+
+/// SIGTERM, SIGINT and SIGHUP stop the guest cleanly (devices closed, TAPs and sockets removed).
+enum StopSignals {
+    static func forward(to machine: Machine) {
+        var set = sigset_t()
+        sigemptyset(&set)
+        for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
+        // Blocked in this thread before any other exists, so every thread inherits the mask
+        // and only the waiter below ever takes these signals.
+        pthread_sigmask(SIG_BLOCK, &set, nil)
+        let blocked = set
+        _ = try? OSThread.spawn(name: "sbx-signals", stackSize: 64 * 1024) { [weak machine] in
+            var s = blocked
+            var signo: Int32 = 0
+            while sigwait(&s, &signo) == 0 {
+                machine?.requestStop(.stopped)
+                return
+            }
+        }
     }
 }
 

@@ -10,16 +10,24 @@ final class ChildProcess {
     private let stdoutPipe: FileDescriptor
     private var stdoutFD: Int32 { stdoutPipe.rawValue }
     private var pending: [UInt8] = []
+    /// The write end of the child's stdin, when it was started with `stdinPipe`.
+    let stdin: FileDescriptor?
     private(set) var exitStatus: Int32?
     private(set) var exited: MonotonicInstant?
 
     /// Starts `argv` with `environment` added; stdin and stderr go to /dev/null unless `stderrPath` is given.
-    init(_ argv: [String], environment extra: [String: String] = [:], stderrPath: String? = nil, stampStart: (MonotonicInstant) -> [String: String] = { _ in [:] }) throws {
+    init(_ argv: [String], environment extra: [String: String] = [:], stderrPath: String? = nil, stdinPipe: Bool = false,
+         stampStart: (MonotonicInstant) -> [String: String] = { _ in [:] }) throws {
         let pipe = try makePipe()
+        let input = stdinPipe ? try makePipe() : nil
         var actions = posix_spawn_file_actions_t()
         posix_spawn_file_actions_init(&actions)
         defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        if let input {
+            posix_spawn_file_actions_adddup2(&actions, input.read.rawValue, 0)
+        } else {
+            posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        }
         posix_spawn_file_actions_adddup2(&actions, pipe.write.rawValue, 1)
         posix_spawn_file_actions_addopen(&actions, 2, stderrPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o644)
         var env: [String: String] = [:]
@@ -44,7 +52,16 @@ final class ChildProcess {
         self.pid = pid
         self.spawned = start
         self.stdoutPipe = pipe.read
+        self.stdin = input?.write
     }
+
+    /// Sends `text` to the child's stdin (when it has a pipe).
+    func send(_ text: String) {
+        try? stdin?.writeAll(Array(text.utf8))
+    }
+
+    /// Asks the child to stop (SIGTERM).
+    func terminate() { kill(pid, SIGTERM) }
 
     deinit {
         if exitStatus == nil {
