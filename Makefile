@@ -56,3 +56,9 @@ bench: assets build
 
 clean:
 	rm -rf .build $(BUILD)
+
+# --- protobuf: regenerate the checked-in Swift from Protos/ (builds protoc-gen-swift once,
+# cached outside the tree); Protos/check.sh fails when the checked-in files are stale.
+.PHONY: protos
+protos:
+	Protos/generate.sh

@@ -39,3 +39,27 @@ let package = Package(
     ],
     swiftLanguageModes: [.v6]
 )
+
+// MARK: - ttrpc and the protobuf APIs generated from Protos/ (`make protos`)
+//
+// The generated Swift is checked in; Protos/generate.sh builds protoc-gen-swift from exactly
+// this swift-protobuf version, so generator and runtime never drift apart.
+package.dependencies += [
+    .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+]
+package.targets += [
+    // ttrpc framing, client and server over any connected stream fd; knows nothing of containerd.
+    .target(name: "TTRPC", dependencies: [
+        "LinuxSystem",
+        "CLinux",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ]),
+    // containerd 1.6 wire types: Task service, task events, events Forward (generated).
+    .target(name: "ContainerdAPI", dependencies: [
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ]),
+    // The guest agent's API, host ⇄ sandbox-agent over vsock (generated).
+    .target(name: "AgentAPI", dependencies: [
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ]),
+]
