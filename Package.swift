@@ -62,4 +62,12 @@ package.targets += [
     .target(name: "AgentAPI", dependencies: [
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
     ]),
+    .testTarget(
+        name: "TTRPCTests",
+        dependencies: [
+            "TTRPC", "ContainerdAPI", "AgentAPI", "LinuxSystem",
+            .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+        ],
+        resources: [.copy("Fixtures")]
+    ),
 ]
