@@ -22,15 +22,14 @@ final class Listener: Sendable {
 
     /// Accepts on a thread of its own, handing each connection to `accepted`, until `close`.
     func start(_ accepted: @escaping @Sendable (FileDescriptor) -> Void) throws(SystemError) {
-        try IOThread.spawn(name: "ttrpc-accept") { [self] in
-            run(accepted)
-            if let path { UnixSocket.remove(path, ifStill: identity) }
-        }
+        try IOThread.spawn(name: "ttrpc-accept") { [self] in run(accepted) }
     }
 
-    /// Stops accepting; the thread ends soon after.
+    /// Stops accepting (the thread ends soon after) and removes the socket file now, if it
+    /// is still the one bound here, so that nobody can connect to a server that is gone.
     func close() {
         guard !closing.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        if let path { UnixSocket.remove(path, ifStill: identity) }
         try? wake.signal()
     }
 
