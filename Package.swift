@@ -71,3 +71,16 @@ package.targets += [
         resources: [.copy("Fixtures")]
     ),
 ]
+
+// MARK: - The containerd shim v2: Task service, VM per sandbox in-process, guest agent client.
+package.products += [
+    .executable(name: "containerd-shim-sandbox-v2", targets: ["containerd-shim-sandbox-v2"]),
+]
+package.targets += [
+    .target(name: "Shim", dependencies: [
+        "Machine", "TTRPC", "ContainerdAPI", "AgentAPI", "LinuxSystem", "CLinux",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ]),
+    .executableTarget(name: "containerd-shim-sandbox-v2", dependencies: ["Shim"]),
+    .testTarget(name: "ShimTests", dependencies: ["Shim", "Machine", "TTRPC", "ContainerdAPI", "LinuxSystem"]),
+]

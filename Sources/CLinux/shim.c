@@ -85,6 +85,9 @@ int sbx_openat(int dirfd, const char *path, int flags, unsigned int mode) {
 
 int sbx_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
+#include <spawn.h>
+const short sbx_POSIX_SPAWN_SETSID = POSIX_SPAWN_SETSID;
+
 static void sbx_kick_handler(int signo) { (void)signo; }
 
 int sbx_install_kick_handler(int signo) {

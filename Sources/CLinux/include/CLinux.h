@@ -99,6 +99,9 @@ int sbx_openat(int dirfd, const char *path, int flags, unsigned int mode);
 /// pipe2(2) with O_CLOEXEC (pipe2 needs _GNU_SOURCE, which Swift does not set).
 int sbx_pipe_cloexec(int fds[2]);
 
+/// POSIX_SPAWN_SETSID (a GNU extension Swift does not see).
+extern const short sbx_POSIX_SPAWN_SETSID;
+
 /// Installs a no-op handler for `signo` without SA_RESTART, so a blocking call
 /// (KVM_RUN, epoll_wait) returns EINTR when the signal arrives.
 int sbx_install_kick_handler(int signo);

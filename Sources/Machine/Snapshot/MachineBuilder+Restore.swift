@@ -89,6 +89,8 @@ extension MachineBuilder {
             do { try device.transport.restore(snap) } catch { throw .snapshot(.incompatible("\(device.transport.name): \(error)")) }
             // Host sockets do not survive a restore: the guest learns through TRANSPORT_RESET.
             (device.transport.device as? VsockDevice)?.resetTransport()
+            // The image behind a disk may have another size now: the driver re-reads capacity.
+            if device.transport.device is BlockDevice { device.transport.notifyConfigChange() }
         }
         return machine
     }

@@ -295,6 +295,13 @@ public final class MMIOTransport: MMIODevice, @unchecked Sendable {
         if raise { try? interrupt.signal() }
     }
 
+    /// Tells the driver the device's configuration changed (e.g. a disk's capacity after a
+    /// restore put another image behind it): bumps ConfigGeneration and raises the interrupt.
+    public func notifyConfigChange() {
+        state.withLock { $0.configGeneration &+= 1 }
+        raise(Interrupt.config)
+    }
+
     func raise(_ bits: UInt32) {
         state.withLock { $0.interruptStatus |= bits }
         try? interrupt.signal()

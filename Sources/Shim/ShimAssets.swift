@@ -1,0 +1,61 @@
+import Glibc
+import Machine
+
+/// Where the shim finds the guest kernel and the agent initramfs, and where it keeps its
+/// caches and sockets. Defaults: `$SANDBOX_ASSETS` or /usr/local/share/sandbox for
+/// `vmlinux` and `agent-initramfs.cpio`, `$SANDBOX_CACHE` or /var/cache/sandbox for
+/// templates and rootfs images, /run/sandbox for sockets. Overridable with environment
+/// variables SANDBOX_KERNEL, SANDBOX_AGENT_INITRD, SANDBOX_MEMORY, SANDBOX_VCPUS.
+public struct ShimAssets: Sendable {
+    public var kernel: String
+    public var agentInitrd: String
+    public var cache: String
+    public var runtimeDirectory: String
+    public var memorySize: UInt64
+    public var vcpus: Int
+
+    public static let agentPort: UInt32 = 1024
+    /// Boot-timer value the agent writes when it listens: the template point.
+    public static let agentReadyMarker: UInt8 = 2
+
+    public init(environment: [String: String]) {
+        let assets = environment["SANDBOX_ASSETS"].map { [$0] } ?? []
+        func find(_ name: String) -> String {
+            for dir in assets + ["/usr/local/share/sandbox"] where access(dir + "/" + name, R_OK) == 0 { return dir + "/" + name }
+            return (assets.first ?? "/usr/local/share/sandbox") + "/" + name
+        }
+        kernel = environment["SANDBOX_KERNEL"] ?? find("vmlinux")
+        agentInitrd = environment["SANDBOX_AGENT_INITRD"] ?? find("agent-initramfs.cpio")
+        cache = environment["SANDBOX_CACHE"] ?? "/var/cache/sandbox"
+        runtimeDirectory = environment["SANDBOX_RUN"] ?? "/run/sandbox"
+        memorySize = environment["SANDBOX_MEMORY"].flatMap { UInt64($0) }.map { $0 << 20 } ?? 256 << 20
+        vcpus = environment["SANDBOX_VCPUS"].flatMap { Int($0) } ?? 1
+    }
+
+    /// A one-sector image standing in for the container rootfs while the template is taken;
+    /// restores put the real image in its place.
+    public var placeholderDisk: String { cache + "/placeholder.img" }
+
+    /// The machine every sandbox VM is restored from (and the template is booted as).
+    public func templateConfig() -> MachineConfig {
+        var c = MachineConfig(kernelPath: kernel, initrdPath: agentInitrd)
+        c.vcpus = vcpus
+        c.memorySize = memorySize
+        c.disks = [DiskConfig(path: placeholderDisk, readOnly: true, serial: "rootfs")]
+        c.vsock = VsockConfig(cid: 3, udsPath: runtimeDirectory + "/template.vsock")
+        c.rng = true
+        return c
+    }
+
+    /// Creates the directories and the placeholder disk.
+    public func prepare() throws(ShimError) {
+        try makeDirectory(cache)
+        try makeDirectory(runtimeDirectory)
+        if access(placeholderDisk, R_OK) != 0 {
+            let fd = open(placeholderDisk, O_WRONLY | O_CREAT | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw .system(.last("open(\(placeholderDisk))")) }
+            ftruncate(fd, 4096)
+            close(fd)
+        }
+    }
+}

@@ -1,0 +1,3 @@
+import Shim
+
+ShimCommand.main(arguments: CommandLine.arguments)
