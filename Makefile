@@ -46,7 +46,7 @@ build:
 
 test: assets
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	$(SWIFT) test --skip-build --no-parallel
 
 boot: build
 	$(SANDBOX) boot
