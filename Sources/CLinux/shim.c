@@ -87,6 +87,9 @@ int sbx_pipe_cloexec(int fds[2]) { return pipe2(fds, O_CLOEXEC); }
 
 #include <spawn.h>
 const short sbx_POSIX_SPAWN_SETSID = POSIX_SPAWN_SETSID;
+int sbx_spawn_actions_closefrom(void *actions, int lowfd) {
+    return posix_spawn_file_actions_addclosefrom_np((posix_spawn_file_actions_t *)actions, lowfd);
+}
 
 static void sbx_kick_handler(int signo) { (void)signo; }
 

@@ -5,11 +5,14 @@ import Machine
 /// caches and sockets. Defaults: `$SANDBOX_ASSETS` or /usr/local/share/sandbox for
 /// `vmlinux` and `agent-initramfs.cpio`, `$SANDBOX_CACHE` or /var/cache/sandbox for
 /// templates and rootfs images, /run/sandbox for sockets. Overridable with environment
-/// variables SANDBOX_KERNEL, SANDBOX_AGENT_INITRD, SANDBOX_MEMORY, SANDBOX_VCPUS.
+/// variables SANDBOX_KERNEL, SANDBOX_AGENT_INITRD, SANDBOX_ROOTFS_CACHE, SANDBOX_MEMORY,
+/// SANDBOX_VCPUS.
 public struct ShimAssets: Sendable {
     public var kernel: String
     public var agentInitrd: String
     public var cache: String
+    /// Where the erofs images of container rootfs layers are kept (default: cache/rootfs).
+    public var rootfsCache: String
     public var runtimeDirectory: String
     public var memorySize: UInt64
     public var vcpus: Int
@@ -27,6 +30,7 @@ public struct ShimAssets: Sendable {
         kernel = environment["SANDBOX_KERNEL"] ?? find("vmlinux")
         agentInitrd = environment["SANDBOX_AGENT_INITRD"] ?? find("agent-initramfs.cpio")
         cache = environment["SANDBOX_CACHE"] ?? "/var/cache/sandbox"
+        rootfsCache = environment["SANDBOX_ROOTFS_CACHE"] ?? cache + "/rootfs"
         runtimeDirectory = environment["SANDBOX_RUN"] ?? "/run/sandbox"
         memorySize = environment["SANDBOX_MEMORY"].flatMap { UInt64($0) }.map { $0 << 20 } ?? 256 << 20
         vcpus = environment["SANDBOX_VCPUS"].flatMap { Int($0) } ?? 1
@@ -42,7 +46,9 @@ public struct ShimAssets: Sendable {
         c.vcpus = vcpus
         c.memorySize = memorySize
         c.disks = [DiskConfig(path: placeholderDisk, readOnly: true, serial: "rootfs")]
-        c.vsock = VsockConfig(cid: 3, udsPath: runtimeDirectory + "/template.vsock")
+        // In the cache, not the runtime directory: the template key covers the whole
+        // config, and every shim (whatever its SANDBOX_RUN) must find the same template.
+        c.vsock = VsockConfig(cid: 3, udsPath: cache + "/template.vsock")
         c.rng = true
         return c
     }

@@ -105,10 +105,19 @@ public enum ShimCommand {
         defer { posix_spawn_file_actions_destroy(&actions) }
         for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
         posix_spawn_file_actions_adddup2(&actions, highFD.rawValue, 3)
+        // Only the listener goes along: any other inherited fd (a caller's pipe without
+        // close-on-exec) would otherwise stay open for the server's whole life.
+        sbx_spawn_actions_closefrom(&actions, 4)
         var attr = posix_spawnattr_t()
         posix_spawnattr_init(&attr)
         defer { posix_spawnattr_destroy(&attr) }
-        posix_spawnattr_setflags(&attr, sbx_POSIX_SPAWN_SETSID)
+        // A clean signal state: the caller's mask and ignored signals are not the server's.
+        var none = sigset_t(), all = sigset_t()
+        sigemptyset(&none)
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attr, &none)
+        posix_spawnattr_setsigdefault(&attr, &all)
+        posix_spawnattr_setflags(&attr, sbx_POSIX_SPAWN_SETSID | Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = [selfPath(), "-namespace", flags.namespace, "-id", flags.id, "-address", flags.address] + (flags.debug ? ["-debug"] : []) + ["serve"]
         let cArgs = argv.map { strdup($0) } + [nil]
         defer { cArgs.forEach { free($0) } }

@@ -151,7 +151,7 @@ public actor TaskService {
         } else {
             layers = try .init(mounts: r.rootfs.map { ($0.type, $0.source, $0.options) })
         }
-        let cache = RootfsImageCache(root: assets.cache + "/rootfs")
+        let cache = RootfsImageCache(root: assets.rootfsCache)
         let image: String
         do { image = try await blocking("sbx-rootfs") { try cache.image(for: layers) } } catch {
             throw (error as? ShimError) ?? .unavailable("\(error)")

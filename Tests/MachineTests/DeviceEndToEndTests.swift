@@ -106,7 +106,7 @@ struct DeviceEndToEndTests {
     }
 
     static func line(_ prefix: String, in text: String) -> String? {
-        text.components(separatedBy: "\n").first { $0.contains(prefix) }.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+        text.split(whereSeparator: \.isNewline).map(String.init).first { $0.contains(prefix) }.map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
     }
 
     @Test func diskNetworkVsockAndRngAllWorkInOneGuest() throws {

@@ -35,7 +35,7 @@ struct KernelBootTests {
         #expect(text.contains("Linux"), "uname -a output")
         #expect(text.contains("processor"), "/proc/cpuinfo output")
         #expect(text.contains("SANDBOX-TEST-CPUS: \(cpus)"))
-        #expect(text.contains("SANDBOX-TEST-SELFTEST: ok"), "user-space self-test: \(text.components(separatedBy: "\n").filter { $0.contains("SELFTEST") })")
+        #expect(text.contains("SANDBOX-TEST-SELFTEST: ok"), "user-space self-test: \(text.split(whereSeparator: \.isNewline).map(String.init).filter { $0.contains("SELFTEST") })")
     }
 
     @Test func projectFirmwareBootsTheKernelThroughFwCfg() throws {
@@ -142,7 +142,7 @@ struct KernelSnapshotTests {
 
     /// The counter values printed after `marker` text.
     static func counts(_ text: String) -> [Int] {
-        text.components(separatedBy: "\n").compactMap { line in
+        text.split(whereSeparator: \.isNewline).map(String.init).compactMap { line in
             guard let r = line.range(of: "SANDBOX-COUNT: ") else { return nil }
             return Int(line[r.upperBound...].trimmingCharacters(in: .whitespacesAndNewlines))
         }

@@ -3,7 +3,7 @@ import Testing
 
 /// A private containerd (its own config, root, state and sockets under a temporary
 /// directory) with this build's shim on its PATH, and an offline-built busybox image.
-final class PrivateContainerd {
+final class PrivateContainerd: @unchecked Sendable {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let buildDirectory = repository.appendingPathComponent("build").path
     static let shimDirectory = repository.appendingPathComponent(".build/debug").path
@@ -44,6 +44,9 @@ final class PrivateContainerd {
         env["PATH"] = Self.shimDirectory + ":" + (env["PATH"] ?? "/usr/bin:/bin")
         env["SANDBOX_ASSETS"] = Self.buildDirectory
         env["SANDBOX_RUN"] = directory + "/run"
+        // Templates are shared with every other user of the cache; images of this
+        // containerd's layers go with it.
+        env["SANDBOX_ROOTFS_CACHE"] = directory + "/rootfs-images"
         daemon.environment = env
         _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
         daemon.standardOutput = FileHandle(forWritingAtPath: directory + "/containerd.log")
@@ -162,6 +165,14 @@ final class PrivateContainerd {
         let r = try ctr(["images", "import", tarball])
         guard r.status == 0 else { throw Failure("ctr images import: \(r.stderr)") }
         try? fm.removeItem(atPath: rootfs)
+    }
+
+    /// The md5 of `data` as `md5sum` prints it.
+    static func md5(_ data: Data) throws -> String {
+        let file = NSTemporaryDirectory() + "sbx-md5-" + UUID().uuidString
+        defer { try? FileManager.default.removeItem(atPath: file) }
+        try data.write(to: URL(fileURLWithPath: file))
+        return String(String(decoding: try run("/usr/bin/md5sum", [file]).stdout, as: UTF8.self).prefix(32))
     }
 
     /// Processes of the shim still alive.

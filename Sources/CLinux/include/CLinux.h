@@ -101,6 +101,9 @@ int sbx_pipe_cloexec(int fds[2]);
 
 /// POSIX_SPAWN_SETSID (a GNU extension Swift does not see).
 extern const short sbx_POSIX_SPAWN_SETSID;
+/// posix_spawn_file_actions_addclosefrom_np: the child closes every fd >= `lowfd`
+/// (`actions` is a posix_spawn_file_actions_t *).
+int sbx_spawn_actions_closefrom(void *actions, int lowfd);
 
 /// Installs a no-op handler for `signo` without SA_RESTART, so a blocking call
 /// (KVM_RUN, epoll_wait) returns EINTR when the signal arrives.
