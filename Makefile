@@ -5,6 +5,8 @@
 #   make test      the whole test suite, including KVM boots of the real kernel
 #   make boot      boot the default guest on this terminal
 #   make bench     boot-time benchmark side by side with QEMU microvm + qboot
+#   make install   the shim and `sandbox` on PATH, kernel/firmware/agent initramfs where the
+#                  shim finds them (PREFIX=/usr/local)
 
 SWIFT ?= swift
 BUILD := $(CURDIR)/build
@@ -16,7 +18,9 @@ DEBIAN_PACKAGES := build-essential bc flex bison libelf-dev libssl-dev cpio xz-u
 	e2fsprogs erofs-utils iproute2 iputils-ping netcat-openbsd \
 	containerd runc protobuf-compiler libseccomp-dev libcap-dev
 
-.PHONY: setup deps assets kernel initramfs guest-rootfs firmware build test boot bench clean
+.PHONY: setup deps assets kernel initramfs agent-initramfs guest-rootfs firmware build test boot bench install clean
+
+PREFIX ?= /usr/local
 
 setup: deps assets build
 	@echo "== booting the default guest (Ctrl-A x quits) =="
@@ -27,13 +31,16 @@ deps:
 	DEBIAN_FRONTEND=noninteractive apt-get update
 	DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $(DEBIAN_PACKAGES)
 
-assets: kernel initramfs guest-rootfs firmware
+assets: kernel initramfs agent-initramfs guest-rootfs firmware
 
 kernel:
 	Kernels/build.sh
 
 initramfs:
 	Guest/test-initramfs/build.sh
+
+agent-initramfs:
+	Guest/agent-initramfs/build.sh
 
 guest-rootfs:
 	Guest/rootfs/build.sh
@@ -42,7 +49,8 @@ firmware:
 	$(MAKE) -C Firmware OUT=$(BUILD)
 
 build:
-	$(SWIFT) build $(RELEASE_FLAGS)
+	$(SWIFT) build $(RELEASE_FLAGS) --product sandbox
+	$(SWIFT) build $(RELEASE_FLAGS) --product containerd-shim-sandbox-v2
 
 test: assets
 	$(SWIFT) build --build-tests
@@ -53,6 +61,11 @@ boot: build
 
 bench: assets build
 	$(SANDBOX) bench boot --runs 5 --compare qemu
+
+install: assets build
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sandbox
+	install -m 0755 .build/release/sandbox .build/release/containerd-shim-sandbox-v2 $(DESTDIR)$(PREFIX)/bin/
+	install -m 0644 $(BUILD)/vmlinux $(BUILD)/agent-initramfs.cpio $(BUILD)/sandbox-firmware.bin $(DESTDIR)$(PREFIX)/share/sandbox/
 
 clean:
 	rm -rf .build $(BUILD)

@@ -84,3 +84,22 @@ package.targets += [
     .executableTarget(name: "containerd-shim-sandbox-v2", dependencies: ["Shim"]),
     .testTarget(name: "ShimTests", dependencies: ["Shim", "Machine", "TTRPC", "ContainerdAPI", "LinuxSystem"]),
 ]
+
+// MARK: - The guest agent: sandbox-agent, PID 1 of the guest, runs the containers over ttrpc on vsock.
+package.products += [
+    .executable(name: "sandbox-agent", targets: ["sandbox-agent"]),
+]
+package.targets += [
+    // What Swift cannot do safely after fork: namespaces, mounts, pivot_root, ids, exec; async-signal-safe.
+    .target(name: "CAgent"),
+    // The agent's logic: OCI config, containers and processes, stdio streams, the Agent ttrpc service.
+    .target(name: "AgentCore", dependencies: [
+        "CAgent", "TTRPC", "AgentAPI", "LinuxSystem",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ]),
+    .executableTarget(name: "sandbox-agent", dependencies: ["AgentCore"]),
+    .testTarget(name: "AgentCoreTests", dependencies: [
+        "AgentCore", "CAgent", "TTRPC", "AgentAPI", "LinuxSystem",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ]),
+]
