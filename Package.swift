@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 let package = Package(
@@ -45,7 +45,9 @@ let package = Package(
 // The generated Swift is checked in; Protos/generate.sh builds protoc-gen-swift from exactly
 // this swift-protobuf version, so generator and runtime never drift apart.
 package.dependencies += [
-    .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0"),
+    // No default traits: they import all of Foundation (and its 30 MB of ICU data) into
+    // every binary that links SwiftProtobuf, the static guest agent included.
+    .package(url: "https://github.com/apple/swift-protobuf", exact: "1.39.0", traits: []),
 ]
 package.targets += [
     // ttrpc framing, client and server over any connected stream fd; knows nothing of containerd.

@@ -16,8 +16,7 @@ extension Agent {
         var response = Sandbox_Agent_V1_HelloResponse()
         response.agentVersion = configuration.version
         response.apiVersion = Self.apiVersion
-        response.bootID = try Self.readSmallFile("/proc/sys/kernel/random/boot_id")
-            .trimmingCharacters(in: .whitespacesAndNewlines)
+        response.bootID = String(try Self.readSmallFile("/proc/sys/kernel/random/boot_id").prefix { !$0.isWhitespace })
         return response
     }
 
