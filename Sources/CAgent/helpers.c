@@ -8,8 +8,11 @@
 #include <linux/random.h>
 #include <linux/vm_sockets.h>
 #include <signal.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
 #include <sys/prctl.h>
 #include <sys/reboot.h>
 #include <sys/socket.h>
@@ -123,4 +126,27 @@ int sbx_set_child_subreaper(void) {
 int sbx_power_off(void) {
     sync();
     return reboot(RB_POWER_OFF);
+}
+
+static int saved_argc;
+static char **saved_argv;
+
+/// Runs before any Swift code (priority 101 sorts ahead of the runtime's initializers);
+/// glibc passes initializers the process's arguments, which are kept for
+/// `sbx_arguments`. As PID 1 of the guest nothing is mounted yet, but the Swift runtime
+/// reads /proc while it starts (its own path, for the backtracer): /proc is mounted here,
+/// and the backtracer, which has no swift-backtrace to run in the guest, is off.
+__attribute__((constructor(101))) static void sbx_early_init(int argc, char **argv, char **envp) {
+    (void)envp;
+    saved_argc = argc;
+    saved_argv = argv;
+    if (getpid() != 1) return;
+    (void)mkdir("/proc", 0555);
+    (void)mount("proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL);
+    (void)setenv("SWIFT_BACKTRACE", "enable=no", 0);
+}
+
+char *const *sbx_arguments(int *count) {
+    *count = saved_argc;
+    return saved_argv;
 }

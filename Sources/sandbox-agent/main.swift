@@ -51,7 +51,8 @@ func prepareGuest() {
         for fd: Int32 in 0...2 where fd != console { dup2(console, fd) }
         if console > 2 { close(console) }
     }
-    mountBasic("proc", "/proc", "proc", flags: noSUID | noDev | noExec)
+    // /proc is usually there already: CAgent mounts it before the Swift runtime starts.
+    if access("/proc/self", F_OK) != 0 { mountBasic("proc", "/proc", "proc", flags: noSUID | noDev | noExec) }
     mountBasic("sysfs", "/sys", "sysfs", flags: noSUID | noDev | noExec)
     mountBasic("devpts", "/dev/pts", "devpts", flags: noSUID | noExec, data: "newinstance,ptmxmode=0666,mode=0620,gid=5")
     mountBasic("shm", "/dev/shm", "tmpfs", flags: noSUID | noDev, data: "mode=1777")
@@ -111,7 +112,14 @@ struct Options {
     }
 }
 
-let options = Options.parse(CommandLine.arguments)
+/// argv as the kernel passed it (CommandLine reads /proc/self/cmdline, absent at PID 1's start).
+func processArguments() -> [String] {
+    var count: Int32 = 0
+    guard let argv = sbx_arguments(&count) else { return [] }
+    return (0..<Int(count)).compactMap { argv[$0].map { String(cString: $0) } }
+}
+
+let options = Options.parse(processArguments())
 if options.mounts { prepareGuest() }
 if getpid() != 1, sbx_set_child_subreaper() != 0 { say("\(SystemError.last("prctl(PR_SET_CHILD_SUBREAPER)"))") }
 

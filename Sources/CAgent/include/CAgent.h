@@ -151,5 +151,8 @@ int sbx_set_child_subreaper(void);
 /// sync(2), then reboot(RB_POWER_OFF): what PID 1 does instead of exiting. Returns -1
 /// with errno only when the power-off is refused.
 int sbx_power_off(void);
+/// The process's argv as glibc handed it to initializers, before any Swift code ran (the
+/// Swift runtime reads /proc/self/cmdline instead, which PID 1 does not have at first).
+char *const *sbx_arguments(int *count);
 
 #endif
