@@ -16,7 +16,7 @@ extension Agent {
         var response = Sandbox_Agent_V1_HelloResponse()
         response.agentVersion = configuration.version
         response.apiVersion = Self.apiVersion
-        response.bootID = String(try Self.readSmallFile("/proc/sys/kernel/random/boot_id").prefix { !$0.isWhitespace })
+        response.bootID = bootID
         return response
     }
 
@@ -45,6 +45,27 @@ extension Agent {
             }
         }
         return SwiftProtobuf.Google_Protobuf_Empty()
+    }
+
+    /// The kernel's boot id; a kernel without /proc/sys gets a random one made when the
+    /// agent starts, which like the kernel's survives a snapshot restore and changes on a boot.
+    static func readBootID() -> String {
+        if let id = try? readSmallFile("/proc/sys/kernel/random/boot_id").prefix(while: { !$0.isWhitespace }), !id.isEmpty {
+            return String(id)
+        }
+        return randomBootID()
+    }
+
+    /// A random (version 4) UUID in its text form, from /dev/urandom.
+    static func randomBootID() -> String {
+        var bytes = [UInt8](repeating: 0, count: 16)
+        if let random = try? FileDescriptor.open("/dev/urandom", O_RDONLY) {
+            _ = bytes.withUnsafeMutableBytes { raw in try? random.read(into: raw) }
+        }
+        bytes[6] = bytes[6] & 0x0f | 0x40 // a version 4 (random) UUID, RFC 9562
+        bytes[8] = bytes[8] & 0x3f | 0x80
+        let hex = bytes.map { byte in String(byte, radix: 16).count == 1 ? "0" + String(byte, radix: 16) : String(byte, radix: 16) }
+        return [0..<4, 4..<6, 6..<8, 8..<10, 10..<16].map { hex[$0].joined() }.joined(separator: "-")
     }
 
     /// A small text file (procfs), read whole.

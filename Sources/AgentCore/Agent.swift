@@ -42,6 +42,8 @@ public final class Agent: Sendable {
     }
 
     let configuration: Configuration
+    /// Hello's boot_id.
+    let bootID = Agent.readBootID()
     let stdioLoop: EventLoop
     let workLoop: EventLoop
     let reaper: Reaper

@@ -7,6 +7,71 @@ let stdioChunkSize = 64 * 1024
 /// EPOLLOUT (sys/epoll.h), which Glibc does not export to Swift.
 let epollOut: UInt32 = 0x004
 
+/// Waits on the stdio loop for the host's one connection to a stdio port, then closes
+/// the listener.
+final class PortAcceptor: @unchecked Sendable {
+    // Invariant: after `start`, every member is touched only on `loop`'s thread.
+    private let name: String
+    private let loop: EventLoop
+    private var listener: StdioListener?
+    private var accepted: ((FileDescriptor) -> Void)?
+    private var failed: (() -> Void)?
+
+    init(name: String, loop: EventLoop, listener: StdioListener) {
+        self.name = name
+        self.loop = loop
+        self.listener = listener
+    }
+
+    /// Watches the listener: `accepted` gets the connection, `failed` runs when the
+    /// listener cannot be watched or accepting fails.
+    func start(accepted: @escaping (FileDescriptor) -> Void, failed: @escaping () -> Void) {
+        self.accepted = accepted
+        self.failed = failed
+        guard let listener else { return }
+        do {
+            try loop.register(fd: listener.fd.rawValue) { [weak self] _ in self?.acceptIfWaiting() }
+        } catch {
+            Log.error("\(name): cannot watch the listener: \(error)")
+            fail()
+        }
+    }
+
+    /// Accepts the host's connection if it is waiting (once started).
+    func acceptIfWaiting() {
+        guard let listener, accepted != nil else { return }
+        let connection: FileDescriptor?
+        do {
+            connection = try listener.accept()
+        } catch {
+            Log.error("\(name): accept on port \(listener.port) failed: \(error)")
+            fail()
+            return
+        }
+        guard let connection else { return }
+        let handler = accepted
+        close()
+        handler?(connection)
+    }
+
+    private func fail() {
+        let handler = failed
+        close()
+        handler?()
+    }
+
+    /// Stops listening.
+    func close() {
+        if let listener {
+            loop.unregister(fd: listener.fd.rawValue)
+            listener.close()
+        }
+        listener = nil
+        accepted = nil
+        failed = nil
+    }
+}
+
 /// Copies a process's output (the read end of its stdout/stderr pipe, or the pty master)
 /// to the host's connection on one port.
 ///
@@ -20,7 +85,7 @@ final class OutputPump: @unchecked Sendable {
 
     let name: String
     private let loop: EventLoop
-    private var listener: StdioListener?
+    private let acceptor: PortAcceptor
     private var source: FileDescriptor?
     private var connection: FileDescriptor?
     private var buffer = [UInt8](repeating: 0, count: stdioChunkSize)
@@ -32,45 +97,26 @@ final class OutputPump: @unchecked Sendable {
     init(name: String, loop: EventLoop, listener: StdioListener, source: FileDescriptor) {
         self.name = name
         self.loop = loop
-        self.listener = listener
+        acceptor = PortAcceptor(name: name, loop: loop, listener: listener)
         self.source = source
     }
 
     /// Starts waiting for the host's connection; `onFinish` runs on the loop once copying ended.
     func start(onFinish: @escaping () -> Void) {
         self.onFinish = onFinish
-        guard let listener else { return }
-        do {
-            try loop.register(fd: listener.fd.rawValue) { [weak self] _ in self?.acceptIfWaiting() }
-        } catch {
-            Log.error("\(name): cannot watch the listener: \(error)")
-            finish()
-        }
+        acceptor.start(accepted: { [weak self] in self?.connected($0) }, failed: { [weak self] in self?.finish() })
     }
 
     /// True when a wait need not wait for this stream: it ended, or the host has not
     /// connected (checked just now, so a connection the host already made counts).
     var isSettled: Bool {
-        acceptIfWaiting()
+        acceptor.acceptIfWaiting()
         return phase != .copying
     }
 
-    /// Accepts the host's connection if it is waiting, and starts copying.
-    func acceptIfWaiting() {
-        guard phase == .listening, let listener else { return }
-        let accepted: FileDescriptor?
-        do {
-            accepted = try listener.accept()
-        } catch {
-            Log.error("\(name): accept on port \(listener.port) failed: \(error)")
-            finish()
-            return
-        }
-        guard let accepted else { return }
-        loop.unregister(fd: listener.fd.rawValue)
-        listener.close()
-        self.listener = nil
-        connection = accepted
+    private func connected(_ connection: FileDescriptor) {
+        guard phase == .listening else { return }
+        self.connection = connection
         phase = .copying
         watchSource()
     }
@@ -148,16 +194,12 @@ final class OutputPump: @unchecked Sendable {
     func finish() {
         guard phase != .finished else { return }
         phase = .finished
-        if let listener {
-            loop.unregister(fd: listener.fd.rawValue)
-            listener.close()
-        }
+        acceptor.close()
         if let source { loop.unregister(fd: source.rawValue) }
         if let connection {
             loop.unregister(fd: connection.rawValue)
             connection.shutdown(Int32(SHUT_WR))
         }
-        listener = nil
         source = nil
         connection = nil
         let done = onFinish
@@ -174,7 +216,7 @@ final class InputPump: @unchecked Sendable {
 
     let name: String
     private let loop: EventLoop
-    private var listener: StdioListener?
+    private let acceptor: PortAcceptor
     private var sink: FileDescriptor?
     private var connection: FileDescriptor?
     private var buffer = [UInt8](repeating: 0, count: stdioChunkSize)
@@ -186,36 +228,18 @@ final class InputPump: @unchecked Sendable {
     init(name: String, loop: EventLoop, listener: StdioListener, sink: FileDescriptor) {
         self.name = name
         self.loop = loop
-        self.listener = listener
+        acceptor = PortAcceptor(name: name, loop: loop, listener: listener)
         self.sink = sink
     }
 
     /// Starts waiting for the host's connection.
     func start() {
-        guard let listener else { return }
-        do {
-            try loop.register(fd: listener.fd.rawValue) { [weak self] _ in self?.acceptIfWaiting() }
-        } catch {
-            Log.error("\(name): cannot watch the listener: \(error)")
-            finish()
-        }
+        acceptor.start(accepted: { [weak self] in self?.connected($0) }, failed: { [weak self] in self?.finish() })
     }
 
-    private func acceptIfWaiting() {
-        guard phase == .listening, let listener else { return }
-        let accepted: FileDescriptor?
-        do {
-            accepted = try listener.accept()
-        } catch {
-            Log.error("\(name): accept on port \(listener.port) failed: \(error)")
-            finish()
-            return
-        }
-        guard let accepted else { return }
-        loop.unregister(fd: listener.fd.rawValue)
-        listener.close()
-        self.listener = nil
-        connection = accepted
+    private func connected(_ connection: FileDescriptor) {
+        guard phase == .listening else { return }
+        self.connection = connection
         phase = .copying
         watchConnection()
     }
@@ -315,13 +339,9 @@ final class InputPump: @unchecked Sendable {
     func finish() {
         guard phase != .finished else { return }
         phase = .finished
-        if let listener {
-            loop.unregister(fd: listener.fd.rawValue)
-            listener.close()
-        }
+        acceptor.close()
         if let sink { loop.unregister(fd: sink.rawValue) }
         if let connection { loop.unregister(fd: connection.rawValue) }
-        listener = nil
         sink = nil
         connection = nil
     }

@@ -143,3 +143,14 @@ import Testing
         }
     }
 }
+
+@Suite struct BootIDTests {
+    @Test func makesARandomVersion4UUIDWhenTheKernelHasNoBootID() {
+        let id = Agent.randomBootID()
+        let groups = id.split(separator: "-", omittingEmptySubsequences: false).map(\.count)
+        #expect(groups == [8, 4, 4, 4, 12])
+        #expect(id.allSatisfy { $0 == "-" || $0.isHexDigit })
+        #expect(id.dropFirst(14).first == "4")
+        #expect(id != Agent.randomBootID())
+    }
+}
