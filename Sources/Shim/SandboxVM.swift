@@ -34,18 +34,20 @@ public final class SandboxVM: Sendable {
         var config = template
         config.disks = [DiskConfig(path: rootfsImage, readOnly: true, serial: "rootfs")]
         config.vsock = VsockConfig(cid: 3, udsPath: uds)
+        var builder = MachineBuilder(config: config)
+        builder.consoleOutput = assets.consoleSink(name: name)
         let machine: Machine
         var restored = true
         do {
             let spec = try TemplateCache.Spec(config: template, marker: ShimAssets.agentReadyMarker)
             let cache = TemplateCache(root: assets.cache + "/templates")
             if let dir = cache.lookup(spec) {
-                machine = try MachineBuilder(config: config).restore(from: dir)
+                machine = try builder.restore(from: dir)
             } else {
                 // No template yet: build it (one boot) so the next start is a restore; this
                 // start restores it too.
                 let dir = try cache.template(for: spec)
-                machine = try MachineBuilder(config: config).restore(from: dir)
+                machine = try builder.restore(from: dir)
             }
         } catch {
             restored = false
@@ -53,7 +55,8 @@ public final class SandboxVM: Sendable {
             do {
                 var boot = config
                 boot.commandLine = template.commandLine
-                let built = try MachineBuilder(config: boot).build()
+                builder.config = boot
+                let built = try builder.build()
                 try built.start()
                 return try await connect(machine: built, uds: uds, hostname: hostname, restored: false)
             } catch let e as MachineError {

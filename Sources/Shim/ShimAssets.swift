@@ -6,7 +6,7 @@ import Machine
 /// `vmlinux` and `agent-initramfs.cpio`, `$SANDBOX_CACHE` or /var/cache/sandbox for
 /// templates and rootfs images, /run/sandbox for sockets. Overridable with environment
 /// variables SANDBOX_KERNEL, SANDBOX_AGENT_INITRD, SANDBOX_ROOTFS_CACHE, SANDBOX_MEMORY,
-/// SANDBOX_VCPUS.
+/// SANDBOX_VCPUS; SANDBOX_CONSOLE_DIR keeps each VM's console in a file.
 public struct ShimAssets: Sendable {
     public var kernel: String
     public var agentInitrd: String
@@ -14,6 +14,8 @@ public struct ShimAssets: Sendable {
     /// Where the erofs images of container rootfs layers are kept (default: cache/rootfs).
     public var rootfsCache: String
     public var runtimeDirectory: String
+    /// When set, each sandbox VM's console goes to `DIR/<vm name>.console`; otherwise nowhere.
+    public var consoleDirectory: String?
     public var memorySize: UInt64
     public var vcpus: Int
 
@@ -32,6 +34,7 @@ public struct ShimAssets: Sendable {
         cache = environment["SANDBOX_CACHE"] ?? "/var/cache/sandbox"
         rootfsCache = environment["SANDBOX_ROOTFS_CACHE"] ?? cache + "/rootfs"
         runtimeDirectory = environment["SANDBOX_RUN"] ?? "/run/sandbox"
+        consoleDirectory = environment["SANDBOX_CONSOLE_DIR"]
         memorySize = environment["SANDBOX_MEMORY"].flatMap { UInt64($0) }.map { $0 << 20 } ?? 256 << 20
         vcpus = environment["SANDBOX_VCPUS"].flatMap { Int($0) } ?? 1
     }
@@ -51,6 +54,13 @@ public struct ShimAssets: Sendable {
         c.vsock = VsockConfig(cid: 3, udsPath: cache + "/template.vsock")
         c.rng = true
         return c
+    }
+
+    /// Where a VM's console goes: a file under `consoleDirectory`, or nowhere.
+    public func consoleSink(name: String) -> @Sendable (UInt8) -> Void {
+        guard let dir = consoleDirectory, (try? makeDirectory(dir)) != nil,
+              let file = try? ConsoleFile(path: dir + "/" + name + ".console") else { return { _ in } }
+        return file.sink
     }
 
     /// Creates the directories and the placeholder disk.

@@ -24,6 +24,8 @@ final class PrivateContainerd: @unchecked Sendable {
     var socket: String { directory + "/containerd.sock" }
 
     init() throws {
+        // A write to a child that already exited must fail with EPIPE, not end the test run.
+        signal(SIGPIPE, SIG_IGN)
         directory = "/tmp/sbx-ctd-" + String(UUID().uuidString.prefix(8)).lowercased()
         try FileManager.default.createDirectory(atPath: directory + "/fifo", withIntermediateDirectories: true)
         let config = """
@@ -31,6 +33,8 @@ final class PrivateContainerd: @unchecked Sendable {
             root = "\(directory)/root"
             state = "\(directory)/state"
             disabled_plugins = ["io.containerd.grpc.v1.cri"]
+            [debug]
+              level = "debug"
             [grpc]
               address = "\(directory)/containerd.sock"
             [ttrpc]
@@ -47,6 +51,7 @@ final class PrivateContainerd: @unchecked Sendable {
         // Templates are shared with every other user of the cache; images of this
         // containerd's layers go with it.
         env["SANDBOX_ROOTFS_CACHE"] = directory + "/rootfs-images"
+        env["SANDBOX_CONSOLE_DIR"] = directory + "/console"
         daemon.environment = env
         _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
         daemon.standardOutput = FileHandle(forWritingAtPath: directory + "/containerd.log")
@@ -60,7 +65,15 @@ final class PrivateContainerd: @unchecked Sendable {
 
     deinit { stop() }
 
-    var log: String { (try? String(contentsOfFile: directory + "/containerd.log", encoding: .utf8)) ?? "" }
+    /// containerd's log (with the shims' log lines) and the end of every VM console.
+    var log: String {
+        var text = (try? String(contentsOfFile: directory + "/containerd.log", encoding: .utf8)) ?? ""
+        for name in (try? FileManager.default.contentsOfDirectory(atPath: directory + "/console")) ?? [] {
+            let console = (try? String(contentsOfFile: directory + "/console/" + name, encoding: .utf8)) ?? ""
+            text += "\n--- console \(name):\n" + console.suffix(3000)
+        }
+        return text
+    }
 
     /// Stops containerd by its PID and removes its directory.
     func stop() {

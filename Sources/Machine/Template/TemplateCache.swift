@@ -99,7 +99,17 @@ public struct TemplateCache: Sendable {
         let building = dir + ".building.\(getpid())"
         removeTree(building)
         var builder = MachineBuilder(config: spec.config)
-        builder.consoleOutput = consoleOutput ?? { _ in }
+        // Without a caller's sink the template guest's console is kept next to the template:
+        // the one place to look when a template never becomes ready.
+        let consoleFile = consoleOutput == nil ? try? ConsoleFile(path: root + "/" + spec.key + ".console") : nil
+        defer { consoleFile?.flush() }
+        if let consoleOutput {
+            builder.consoleOutput = consoleOutput
+        } else if let consoleFile {
+            builder.consoleOutput = consoleFile.sink
+        } else {
+            builder.consoleOutput = { _ in }
+        }
         let machine = try builder.build()
         let outcome = Mutex<Result<Void, MachineError>?>(nil)
         machine.snapshotAtMarker(spec.marker, directory: building, stopAfter: true) { r in outcome.withLock { $0 = r } }
