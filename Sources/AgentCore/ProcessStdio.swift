@@ -25,6 +25,9 @@ final class ProcessStdio: @unchecked Sendable {
         guard Set(ports).count == ports.count else {
             throw .invalidArgument("\(name): stdio ports \(ports) are not distinct")
         }
+        guard !request.terminal || request.stderrPort == 0 else {
+            throw .invalidArgument("\(name): with a terminal, stderr goes to stdout (stderr_port must be 0)")
+        }
         do throws(SystemError) {
             let null = try FileDescriptor.open("/dev/null", O_RDWR)
             if request.terminal {

@@ -174,6 +174,9 @@ struct AgentServiceTests {
                 return error.code == .failedPrecondition && error.message.contains("look up the executable")
             }
             await #expect { try await h.wait("nothere") } throws: { ($0 as? TTRPCError)?.code == .notFound }
+            await #expect {
+                _ = try await h.create("ttyerr", config: AgentHarness.config(["true"]), stdio: stdio(stdout: h.port(), stderr: h.port(), terminal: true))
+            } throws: { ($0 as? TTRPCError)?.code == .invalidArgument }
             let mounts = try String(contentsOfFile: "/proc/self/mountinfo", encoding: .utf8)
             #expect(!mounts.contains(h.directory))
             var stats = Sandbox_Agent_V1_StatsRequest()
