@@ -34,6 +34,8 @@ mkdir -p "$(dirname "$out")"
 find "$staging" -exec touch -h -d @0 {} +
 (cd "$staging" && find . -mindepth 1 | LC_ALL=C sort |
 	cpio --quiet -o -H newc -R 0:0 --reproducible) > "$out.tmp"
-mv "$out.tmp" "$out"
+# Keep the old file when nothing changed: its identity is part of the template cache key,
+# so rewriting an identical cpio would cost a template rebuild (one guest boot).
+if cmp -s "$out.tmp" "$out"; then rm -f "$out.tmp"; else mv "$out.tmp" "$out"; fi
 echo "sandbox-agent: $(stat -c %s "$staging/init") bytes stripped ($(stat -c %s "$agent") unstripped), built in $(( $(date +%s) - start ))s"
 echo "$out ($(stat -c %s "$out") bytes)"

@@ -159,7 +159,13 @@ struct DeviceEndToEndTests {
         hostListener.standardOutput = FileHandle(forWritingAtPath: received)
         try hostListener.run()
         defer { if hostListener.isRunning { hostListener.terminate() } }
-        try Self.sh("/usr/sbin/ip", ["netns", "exec", netns, "nc", "-N", "10.201.0.2", "5000"], stdin: hostFile)
+        // The guest announces its listener as it starts it: a refused connection is retried.
+        var sentToGuest = false
+        for _ in 0..<60 where !sentToGuest {
+            sentToGuest = try Self.sh("/usr/sbin/ip", ["netns", "exec", netns, "nc", "-N", "10.201.0.2", "5000"], stdin: hostFile).0 == 0
+            if !sentToGuest { Thread.sleep(forTimeInterval: 1) }
+        }
+        #expect(sentToGuest, "host → guest TCP connection")
         let sent = Self.waitFor("SANDBOX-DEV: net-sent", in: console, seconds: 600)
         #expect(sent)
         if !sent { hostListener.terminate() }
