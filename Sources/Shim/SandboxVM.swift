@@ -72,36 +72,55 @@ public final class SandboxVM: Sendable {
     }
 
     static func connect(machine: Machine, uds: String, hostname: String, restored: Bool) async throws(ShimError) -> SandboxVM {
-        let stream: FileDescriptor
-        do {
-            stream = try VsockStream.connect(uds: uds, port: ShimAssets.agentPort, timeout: restored ? 60 : 1800)
-        } catch {
-            machine.requestStop(.stopped)
-            throw error
-        }
-        let client: TTRPCClient
-        do { client = try TTRPCClient(connection: stream) } catch {
-            machine.requestStop(.stopped)
-            throw .system(error)
-        }
-        let vm = SandboxVM(machine: machine, uds: uds, agent: client, restored: restored)
-        do {
-            let _: Sandbox_Agent_V1_HelloResponse = try await vm.call("Hello", Sandbox_Agent_V1_HelloRequest.with { $0.hostVersion = "sandbox-shim" })
-            var seed = [UInt8](repeating: 0, count: 64)
-            _ = seed.withUnsafeMutableBytes { getrandom($0.baseAddress, 64, 0) }
-            var ts = timespec()
-            clock_gettime(CLOCK_REALTIME, &ts)
-            let reseed = Sandbox_Agent_V1_ReseedRequest.with {
-                $0.unixTimeNanos = Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-                $0.randomSeed = Data(seed)
-                $0.hostname = hostname
+        // A restored guest first handles the vsock transport reset the device sends for the
+        // streams of the template; a connection made in that window is reset with them. So
+        // the first call (Hello) is retried on a fresh connection when the stream closes.
+        var attempt = 0
+        while true {
+            attempt += 1
+            let stream: FileDescriptor
+            do {
+                stream = try VsockStream.connect(uds: uds, port: ShimAssets.agentPort, timeout: restored ? 60 : 1800)
+            } catch {
+                machine.requestStop(.stopped)
+                throw error
             }
-            let _: Google_Protobuf_Empty = try await vm.call("Reseed", reseed)
-        } catch {
-            vm.stop()
-            throw error
+            let client: TTRPCClient
+            do { client = try TTRPCClient(connection: stream) } catch {
+                machine.requestStop(.stopped)
+                throw .system(error)
+            }
+            let vm = SandboxVM(machine: machine, uds: uds, agent: client, restored: restored)
+            do {
+                let _: Sandbox_Agent_V1_HelloResponse = try await vm.call("Hello", Sandbox_Agent_V1_HelloRequest.with { $0.hostVersion = "sandbox-shim" },
+                                                                         timeout: .seconds(restored ? 60 : 600))
+            } catch {
+                client.close()
+                if attempt < 20, case let .agent(e) = error, e.code == .unavailable {
+                    try? await Task.sleep(for: .milliseconds(25))
+                    continue
+                }
+                machine.requestStop(.stopped)
+                throw error
+            }
+            do {
+                var seed = [UInt8](repeating: 0, count: 64)
+                _ = seed.withUnsafeMutableBytes { getrandom($0.baseAddress, 64, 0) }
+                var ts = timespec()
+                clock_gettime(CLOCK_REALTIME, &ts)
+                let reseed = Sandbox_Agent_V1_ReseedRequest.with {
+                    $0.unixTimeNanos = Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+                    $0.randomSeed = Data(seed)
+                    $0.hostname = hostname
+                }
+                let _: Google_Protobuf_Empty = try await vm.call("Reseed", reseed)
+            } catch {
+                vm.stop()
+                throw error
+            }
+            if attempt > 1 { Log.debug("agent answered on connection \(attempt)") }
+            return vm
         }
-        return vm
     }
 
     /// Calls an agent method.
