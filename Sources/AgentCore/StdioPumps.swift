@@ -90,6 +90,8 @@ final class OutputPump: @unchecked Sendable {
     private var connection: FileDescriptor?
     private var buffer = [UInt8](repeating: 0, count: stdioChunkSize)
     private var pending = 0..<0
+    /// The connection is registered for EPOLLOUT (it was full); the source is not watched.
+    private var waitingForConnection = false
     private var onFinish: (() -> Void)?
     private(set) var phase = Phase.listening
 
@@ -166,11 +168,14 @@ final class OutputPump: @unchecked Sendable {
                 return
             }
             guard let sent else {
+                // Already waiting (called from `writable`): keep waiting for the socket.
+                if waitingForConnection { return }
                 loop.unregister(fd: source.rawValue)
                 do {
                     try loop.register(fd: connection.rawValue, events: epollOut) { [weak self] _ in
                         self?.writable()
                     }
+                    waitingForConnection = true
                 } catch {
                     Log.error("\(name): cannot watch the connection: \(error)")
                     finish()
@@ -187,6 +192,7 @@ final class OutputPump: @unchecked Sendable {
         flush()
         guard phase == .copying, pending.isEmpty else { return }
         loop.unregister(fd: connection.rawValue)
+        waitingForConnection = false
         watchSource()
     }
 
@@ -222,6 +228,8 @@ final class InputPump: @unchecked Sendable {
     private var buffer = [UInt8](repeating: 0, count: stdioChunkSize)
     private var pending = 0..<0
     private var closeRequested = false
+    /// The pipe is registered for EPOLLOUT (it was full); the connection is not watched.
+    private var waitingForSink = false
     private(set) var phase = Phase.listening
 
     /// `sink` must be non-blocking; it is owned (closed) by the pump.
@@ -296,11 +304,14 @@ final class InputPump: @unchecked Sendable {
             switch errno {
             case EINTR: continue
             case EAGAIN:
+                // Already waiting (called from `writable`): keep waiting for the pipe.
+                if waitingForSink { return }
                 loop.unregister(fd: connection.rawValue)
                 do {
                     try loop.register(fd: sink.rawValue, events: epollOut) { [weak self] _ in
                         self?.writable()
                     }
+                    waitingForSink = true
                 } catch {
                     Log.error("\(name): cannot watch stdin: \(error)")
                     finish()
@@ -321,6 +332,7 @@ final class InputPump: @unchecked Sendable {
         flush()
         guard phase == .copying, pending.isEmpty else { return }
         loop.unregister(fd: sink.rawValue)
+        waitingForSink = false
         watchConnection()
         if closeRequested { readConnection() }
     }
