@@ -155,8 +155,13 @@ struct DeviceEndToEndTests {
         _ = FileManager.default.createFile(atPath: received, contents: nil)
         let hostListener = Process()
         hostListener.executableURL = URL(fileURLWithPath: "/usr/sbin/ip")
-        hostListener.arguments = ["netns", "exec", netns, "nc", "-l", "-N", "10.201.0.1", "5001"]
+        // No -N and a stdin that stays open: the listener must not half-close the connection
+        // while the guest is still sending (busybox nc stops at the peer's end of stream).
+        hostListener.arguments = ["netns", "exec", netns, "nc", "-l", "10.201.0.1", "5001"]
         hostListener.standardOutput = FileHandle(forWritingAtPath: received)
+        let listenerInput = Pipe()
+        hostListener.standardInput = listenerInput
+        defer { try? listenerInput.fileHandleForWriting.close() }
         try hostListener.run()
         defer { if hostListener.isRunning { hostListener.terminate() } }
         // The guest announces its listener as it starts it: a refused connection is retried.
@@ -179,6 +184,8 @@ struct DeviceEndToEndTests {
         let n = ok.withUnsafeMutableBytes { read(client, $0.baseAddress, 64) }
         #expect(n > 0 && String(decoding: ok[0..<max(n, 0)], as: UTF8.self).hasPrefix("OK "))
         let payload = (0..<(Self.megabytes << 20)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 9) }
+        // sbx-vsock reads one header line before the payload.
+        Self.writeAll(client, Array("DATA\n".utf8))
         Self.writeAll(client, payload)
         shutdown(client, Int32(SHUT_WR))
         _ = Self.readAll(client)
@@ -203,7 +210,9 @@ struct DeviceEndToEndTests {
         #expect(Self.line("SANDBOX-DEV: rng", in: text) == "SANDBOX-DEV: rng virtio_rng.0 64")
         #expect(text.contains("SANDBOX-DEV: ping ok"))
         #expect(Self.line("SANDBOX-DEV: net-received", in: text)?.hasSuffix(try Self.md5(hostFile)) == true)
-        #expect(Self.line("SANDBOX-DEV: net-sent", in: text)?.hasSuffix(try Self.md5(received)) == true)
+        let receivedSize = (try? FileManager.default.attributesOfItem(atPath: received)[.size] as? Int) ?? -1
+        #expect(Self.line("SANDBOX-DEV: net-sent", in: text)?.hasSuffix(try Self.md5(received)) == true,
+                "the host received \(receivedSize) bytes, md5 \(try Self.md5(received))")
         #expect(text.contains("SBX-VSOCK: received \(payload.count) bytes fnv \(Self.hex(Self.fnv(payload)))"))
         #expect(fromGuest.count == Self.megabytes << 20)
         #expect(text.contains("SBX-VSOCK: sent \(fromGuest.count) bytes fnv \(Self.hex(Self.fnv(fromGuest)))"))
