@@ -211,8 +211,9 @@ struct DeviceEndToEndTests {
         #expect(text.contains("SANDBOX-DEV: ping ok"))
         #expect(Self.line("SANDBOX-DEV: net-received", in: text)?.hasSuffix(try Self.md5(hostFile)) == true)
         let receivedSize = (try? FileManager.default.attributesOfItem(atPath: received)[.size] as? Int) ?? -1
-        #expect(Self.line("SANDBOX-DEV: net-sent", in: text)?.hasSuffix(try Self.md5(received)) == true,
-                "the host received \(receivedSize) bytes, md5 \(try Self.md5(received))")
+        let receivedMD5 = try Self.md5(received)
+        #expect(Self.line("SANDBOX-DEV: net-sent", in: text)?.hasSuffix(receivedMD5) == true,
+                "the host received \(receivedSize) bytes, md5 \(receivedMD5)")
         #expect(text.contains("SBX-VSOCK: received \(payload.count) bytes fnv \(Self.hex(Self.fnv(payload)))"))
         #expect(fromGuest.count == Self.megabytes << 20)
         #expect(text.contains("SBX-VSOCK: sent \(fromGuest.count) bytes fnv \(Self.hex(Self.fnv(fromGuest)))"))
