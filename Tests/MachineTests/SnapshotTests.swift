@@ -143,6 +143,31 @@ struct SnapshotTests {
         #expect(Self.openFDs() == fds)
     }
 
+    @Test func templateCacheBuildsOnceRebuildsForANewKernelAndPrunesTheStaleOne() throws {
+        let t = try Template()
+        let root = t.dir + "-cache"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let cache = TemplateCache(root: root)
+        let spec = try TemplateCache.Spec(config: t.config, marker: 0x03)
+        #expect(cache.lookup(spec) == nil)
+        let first = try cache.template(for: spec)
+        #expect(first == cache.directory(for: spec))
+        let inode = try FileManager.default.attributesOfItem(atPath: first + "/state")[.systemFileNumber] as? Int
+        #expect(try cache.template(for: spec) == first)
+        #expect(try FileManager.default.attributesOfItem(atPath: first + "/state")[.systemFileNumber] as? Int == inode, "found, not rebuilt")
+
+        // A rebuilt kernel (same path, new file) selects a new template; the old one goes.
+        let bytes = try Data(contentsOf: URL(fileURLWithPath: t.kernel.path))
+        try FileManager.default.removeItem(atPath: t.kernel.path)
+        try bytes.write(to: URL(fileURLWithPath: t.kernel.path))
+        let newSpec = try TemplateCache.Spec(config: t.config, marker: 0x03)
+        #expect(newSpec.key != spec.key)
+        let second = try cache.template(for: newSpec)
+        #expect(second != first)
+        #expect(!FileManager.default.fileExists(atPath: first), "the stale template was pruned")
+        #expect(FileManager.default.fileExists(atPath: second + "/memory"))
+    }
+
     @Test func restoreOfAMissingSnapshotSaysSo() throws {
         let t = try Template()
         #expect { _ = try t.restore(value: 1) } throws: { ($0 as? MachineError)?.description.contains("cannot read") ?? false }

@@ -81,12 +81,13 @@ extension Machine {
             } catch {
                 result = .failure(error)
             }
+            // The outcome is known before anyone waiting for the machine to end wakes up.
+            job.completion(result)
             if job.stopAfter || (try? result.get()) == nil {
                 requestStop(result.isSuccess ? .stopped : .hostError("snapshot failed: \(result)"))
             } else {
                 try? resume()
             }
-            job.completion(result)
         }
         if started == nil { job.completion(.failure(.system(SystemError("pthread_create(snapshot)", errno: EAGAIN)))) }
     }

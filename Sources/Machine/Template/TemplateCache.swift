@@ -129,7 +129,31 @@ public struct TemplateCache: Sendable {
         do { try writeWholeFile(building + "/spec.json", specBytes) } catch { throw .snapshot(error) }
         removeTree(dir)
         guard rename(building, dir) == 0 else { throw .system(.last("rename(\(building))")) }
+        pruneStale()
         return dir
+    }
+
+    /// Removes templates whose kernel or initrd changed or disappeared since they were built:
+    /// nothing can select them any more, and each holds tens of megabytes. A VM still running
+    /// from one keeps its mapping; only the files go.
+    public func pruneStale() {
+        guard let d = opendir(root) else { return }
+        var names: [String] = []
+        while let e = readdir(d) {
+            names.append(withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) })
+        }
+        closedir(d)
+        for name in names where name.count == 16 && name.allSatisfy(\.isHexDigit) {
+            let dir = root + "/" + name
+            guard let bytes = readWholeFile(dir + "/spec.json"),
+                  let spec = try? JSONDecoder().decode(Spec.self, from: Data(bytes)) else { continue }
+            let current = spec.inputs.allSatisfy { input in (try? FileIdentity(path: input.path)) == input }
+            if current { continue }
+            Log.info("removing stale template \(dir) (its kernel or initrd changed)")
+            removeTree(dir)
+            unlink(dir + ".console")
+            unlink(dir + ".lock")
+        }
     }
 }
 
