@@ -57,7 +57,7 @@ struct BootBench {
             argv = a
         case let .qemu(_, kernel, bios):
             var a = [qemu, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off", "-enable-kvm",
-                     "-cpu", host.kind == .pvm ? "host,-xsave,-avx,-cx16,-popcnt,-smap" : "host",
+                     "-cpu", host.kind == .pvm ? "host,-xsave,-avx,-cx16,-popcnt,-smap,-arch-capabilities" : "host",
                      "-m", "\(config.memorySize >> 20)M", "-smp", String(config.vcpus), "-nodefaults", "-no-user-config",
                      "-nographic", "-serial", "stdio", "-no-reboot", "-kernel", kernel, "-append", commandLine]
             if let i = config.initrdPath { a += ["-initrd", i] }
