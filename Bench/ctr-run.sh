@@ -11,6 +11,8 @@ shim_dir="$repo/.build/release"
 [ -x "$shim_dir/containerd-shim-sandbox-v2" ] || { echo "run make build first" >&2; exit 1; }
 dir=$(mktemp -d /tmp/sbx-bench-ctd.XXXXXX)
 cleanup() {
+	# Shims outlive containerd: end every one this run started (their VMs go with them).
+	pkill -9 -f "containerd-shim-sandbox-v2 .*-address $dir/" 2>/dev/null || true
 	[ -n "${ctd:-}" ] && kill "$ctd" 2>/dev/null && wait "$ctd" 2>/dev/null || true
 	umount -R "$dir/root" 2>/dev/null || true
 	rm -rf "$dir"
@@ -78,4 +80,7 @@ pid=$(pgrep -f "containerd-shim-sandbox-v2 .* -id idle " | head -1)
 sleep 2
 awk '/^[0-9a-f]+-[0-9a-f]+ / {guest = ($6 ~ /\/memory$/ || $6 ~ /sandbox-guest-ram/)} /^Pss:/ {if (guest) g += $2; else p += $2}
      END {printf "idle sandbox shim PSS: %d KiB without guest RAM (guest RAM mapping PSS: %d KiB)\n", p, g}' "/proc/$pid/smaps"
-ctr task kill -s SIGKILL idle > /dev/null; sleep 1; ctr task delete idle > /dev/null 2>&1 || true; ctr container delete idle > /dev/null 2>&1 || true
+ctr task kill -s SIGKILL idle > /dev/null 2>&1 || true
+for _ in $(seq 300); do ctr task ls 2>/dev/null | grep -q '^idle .*RUNNING' || break; sleep 0.2; done
+ctr task delete idle > /dev/null 2>&1 || true
+ctr container delete idle > /dev/null 2>&1 || true
