@@ -19,7 +19,7 @@ final class ContainerdEndToEndTests {
 
     /// Nothing of a finished container may remain: no shim, no VM socket, no mount of it.
     func expectNothingLeftBehind(_ ids: [String], sourceLocation: SourceLocation = #_sourceLocation) {
-        #expect(PrivateContainerd.shimProcesses().isEmpty, "shim processes left: \(PrivateContainerd.shimProcesses())", sourceLocation: sourceLocation)
+        #expect(containerd.shimProcesses().isEmpty, "shim processes left: \(containerd.shimProcesses())", sourceLocation: sourceLocation)
         let run = containerd.directory + "/run"
         let left = ((try? FileManager.default.contentsOfDirectory(atPath: run)) ?? []).filter { $0.hasSuffix(".vsock") || $0.contains(".vsock_") }
         #expect(left.isEmpty, "VM sockets left in \(run): \(left)", sourceLocation: sourceLocation)
@@ -111,7 +111,7 @@ final class ContainerdEndToEndTests {
         let id = "lost-shim"
         let started = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.sandbox.v2", PrivateContainerd.image, id, "sleep", "1000"])
         #expect(started.status == 0, "ctr run -d: \(started.stderr)")
-        let shims = PrivateContainerd.shimProcesses()
+        let shims = containerd.shimProcesses()
         #expect(shims.count == 1, "one shim process for one sandbox: \(shims)")
         for pid in shims { kill(pid_t(pid) ?? 0, SIGKILL) }
         // containerd notices the lost shim, runs `containerd-shim-sandbox-v2 delete` and

@@ -188,11 +188,13 @@ final class PrivateContainerd: @unchecked Sendable {
         return String(String(decoding: try run("/usr/bin/md5sum", [file]).stdout, as: UTF8.self).prefix(32))
     }
 
-    /// Processes of the shim still alive.
-    static func shimProcesses() -> [String] {
+    /// Shim processes of this containerd still alive (their -address is under `directory`;
+    /// shims of anything else running on the machine do not count).
+    func shimProcesses() -> [String] {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
         return entries.filter { Int($0) != nil }.filter { pid in
-            ((try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? "").contains("containerd-shim-sandbox-v2")
+            let cmdline = (try? String(contentsOfFile: "/proc/\(pid)/cmdline", encoding: .utf8)) ?? ""
+            return cmdline.contains("containerd-shim-sandbox-v2") && cmdline.contains(directory + "/")
         }
     }
 }
