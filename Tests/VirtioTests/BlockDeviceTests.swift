@@ -3,7 +3,7 @@ import GuestMemory
 import Testing
 @testable import Virtio
 
-@Suite struct BlockDeviceTests {
+@Suite final class BlockDeviceTests {
     let memory: GuestMemory
     let image: String
     let q: DriverQueue
@@ -16,6 +16,10 @@ import Testing
         for i in 0..<bytes.count { bytes[i] = UInt8(truncatingIfNeeded: i / 512 + 1) }
         try Data(bytes).write(to: URL(fileURLWithPath: image))
         q = DriverQueue(memory: memory)
+    }
+
+    deinit {
+        try? FileManager.default.removeItem(atPath: image)
     }
 
     func device(readOnly: Bool = false) throws -> (BlockDevice, DriverTransport) {
