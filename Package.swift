@@ -26,9 +26,9 @@ let package = Package(
         // virtio-mmio transport, split virtqueues and the block/net/vsock/rng devices.
         .target(name: "Virtio", dependencies: ["GuestMemory", "LinuxSystem", "LegacyDevices", "CLinux"]),
         // Builds and runs a VM: config, memory layout, vCPU threads, event loop.
-        .target(name: "Machine", dependencies: ["KVM", "Boot", "LegacyDevices", "Virtio", "GuestMemory", "LinuxSystem", "CLinux"]),
+        .target(name: "Machine", dependencies: ["KVM", "Boot", "LegacyDevices", "Virtio", "GuestMemory", "LinuxSystem", "CLinux", "Jail"]),
         .executableTarget(name: "sandbox", dependencies: [
-            "Machine",
+            "Machine", "Jail",
             .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ]),
         .testTarget(name: "GuestMemoryTests", dependencies: ["GuestMemory"]),
@@ -80,7 +80,7 @@ package.products += [
 ]
 package.targets += [
     .target(name: "Shim", dependencies: [
-        "Machine", "TTRPC", "ContainerdAPI", "AgentAPI", "LinuxSystem", "CLinux",
+        "Machine", "TTRPC", "ContainerdAPI", "AgentAPI", "LinuxSystem", "CLinux", "Jail",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
     ]),
     .executableTarget(name: "containerd-shim-sandbox-v2", dependencies: ["Shim"]),
@@ -104,4 +104,17 @@ package.targets += [
         "AgentCore", "CAgent", "TTRPC", "AgentAPI", "LinuxSystem",
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
     ]),
+]
+
+// MARK: - Defence in depth: seccomp per thread role (libseccomp), capabilities (libcap),
+// a mount-namespace jail and cgroup limits for the VMM process.
+package.targets += [
+    // libseccomp and libcap stay out of CLinux so the static guest agent never links them.
+    .target(name: "CJail", linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("cap")]),
+    .target(name: "Jail", dependencies: ["CJail", "CLinux", "LinuxSystem"]),
+    .testTarget(name: "JailTests", dependencies: ["Jail", "Machine", "LinuxSystem"]),
+    // A VMM with a device that makes a forbidden syscall when the guest pokes it: the
+    // seccomp tests run it as a child process and expect it to be killed.
+    .executableTarget(name: "seccomp-probe", dependencies: ["Machine", "Jail", "LinuxSystem", "LegacyDevices"],
+                      path: "Tests/Probes/seccomp-probe"),
 ]

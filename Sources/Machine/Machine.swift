@@ -2,6 +2,7 @@ import Boot
 import CLinux
 import Glibc
 import GuestMemory
+import Jail
 import KVM
 import LegacyDevices
 import LinuxSystem
@@ -59,6 +60,8 @@ public final class Machine: @unchecked Sendable {
     public let virtioDevices: [AttachedDevice]
     /// The CPUID table each vCPU was given (saved in snapshots).
     let cpuidTables: [CPUIDTable]
+    /// How the vCPU threads and the event loop confine themselves.
+    public let seccomp: SeccompMode
 
     private let lifecycle = Mutex(Lifecycle.built)
     private let stopFlag = Atomic<Bool>(false)
@@ -75,7 +78,8 @@ public final class Machine: @unchecked Sendable {
     init(config: MachineConfig, host: HostProfile, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU],
          serial: Serial8250, bootTimer: BootTimer, i8042: I8042, fwCfg: FwCfg?, commandLine: String,
          entry: CPUEntryState, portBus: Bus<UInt16, any PortDevice>, mmioBus: Bus<UInt64, any MMIODevice>,
-         eventLoop: EventLoop, retained: [AnyObject], interruptLines: [EventFD], virtioDevices: [AttachedDevice], cpuidTables: [CPUIDTable], timeline: BootTimeline) {
+         eventLoop: EventLoop, retained: [AnyObject], interruptLines: [EventFD], virtioDevices: [AttachedDevice], cpuidTables: [CPUIDTable], timeline: BootTimeline,
+         seccomp: SeccompMode) {
         self.config = config
         self.host = host
         self.vm = vm
@@ -95,6 +99,7 @@ public final class Machine: @unchecked Sendable {
         self.virtioDevices = virtioDevices
         self.cpuidTables = cpuidTables
         self.timelineState = Mutex(timeline)
+        self.seccomp = seccomp
     }
 
     /// The current lifecycle state.
@@ -114,12 +119,16 @@ public final class Machine: @unchecked Sendable {
         }
         do {
             try KickSignal.install()
+            if seccomp == .off { Log.warning(Seccomp.offWarning) }
             let loop = eventLoop
-            loopThread = try OSThread.spawn(name: "sbx-events") { loop.run() }
+            loopThread = try OSThread.spawn(name: "sbx-events") { [self] in
+                guard confine(.eventLoop) else { return }
+                loop.run()
+            }
             runningVCPUs.store(vcpus.count, ordering: .sequentiallyConsistent)
             for index in vcpus.indices {
                 vcpuThreads.append(try OSThread.spawn(name: "sbx-vcpu\(index)") { [self] in
-                    runVCPU(index)
+                    if confine(.vcpu) { runVCPU(index) }
                     vcpuFinished()
                 })
             }
@@ -219,6 +228,20 @@ public final class Machine: @unchecked Sendable {
             lifecycle.withLock { $0 = .stopped(exit) }
         }
         return exit
+    }
+
+    /// Drops the calling thread's capabilities and installs its role's seccomp filter;
+    /// on failure the machine stops before that thread ever runs guest work.
+    private func confine(_ role: ThreadRole) -> Bool {
+        guard seccomp != .off else { return true }
+        do throws(JailError) {
+            try Capabilities.limit(keeping: [])
+            try Seccomp.install(role, mode: seccomp)
+            return true
+        } catch {
+            requestStop(.hostError("confining the \(role.rawValue) thread: \(error)"))
+            return false
+        }
     }
 
     private func vcpuFinished() {

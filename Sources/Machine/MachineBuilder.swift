@@ -1,6 +1,7 @@
 import Boot
 import Glibc
 import GuestMemory
+import Jail
 import KVM
 import LegacyDevices
 import LinuxSystem
@@ -21,6 +22,9 @@ public struct MachineBuilder {
     public var extraPortDevices: [(base: UInt16, length: UInt16, device: any PortDevice)] = []
     /// Additional MMIO devices (base, length, device) in the MMIO hole.
     public var extraMMIODevices: [(base: UInt64, length: UInt64, device: any MMIODevice)] = []
+    /// Seccomp filters for the vCPU threads and the event loop, installed by each thread
+    /// before it touches the guest; they also drop every capability of those threads.
+    public var seccomp: SeccompMode = .enforce
 
     public init(config: MachineConfig) {
         self.config = config
@@ -184,7 +188,8 @@ public struct MachineBuilder {
         let machine = Machine(config: config, host: host, vm: vm, memory: memory, vcpus: vcpus, serial: serial,
                               bootTimer: bootTimer, i8042: i8042, fwCfg: fwCfg, commandLine: commandLine, entry: entry,
                               portBus: ports, mmioBus: mmio, eventLoop: loop, retained: retained,
-                              interruptLines: [serialIRQ], virtioDevices: virtio, cpuidTables: cpuidTables, timeline: timeline)
+                              interruptLines: [serialIRQ], virtioDevices: virtio, cpuidTables: cpuidTables, timeline: timeline,
+                              seccomp: seccomp)
         link.machine = machine
         return machine
     }

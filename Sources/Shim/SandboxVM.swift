@@ -36,6 +36,7 @@ public final class SandboxVM: Sendable {
         config.vsock = VsockConfig(cid: 3, udsPath: uds)
         var builder = MachineBuilder(config: config)
         builder.consoleOutput = assets.consoleSink(name: name)
+        builder.seccomp = assets.seccomp
         let machine: Machine
         var restored = true
         do {

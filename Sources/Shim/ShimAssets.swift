@@ -1,4 +1,5 @@
 import Glibc
+import Jail
 import Machine
 
 /// Where the shim finds the guest kernel and the agent initramfs, and where it keeps its
@@ -6,7 +7,8 @@ import Machine
 /// `vmlinux` and `agent-initramfs.cpio`, `$SANDBOX_CACHE` or /var/cache/sandbox for
 /// templates and rootfs images, /run/sandbox for sockets. Overridable with environment
 /// variables SANDBOX_KERNEL, SANDBOX_AGENT_INITRD, SANDBOX_ROOTFS_CACHE, SANDBOX_MEMORY,
-/// SANDBOX_VCPUS; SANDBOX_CONSOLE_DIR keeps each VM's console in a file.
+/// SANDBOX_VCPUS; SANDBOX_CONSOLE_DIR keeps each VM's console in a file; SANDBOX_SECCOMP
+/// (enforce, log or off) sets the seccomp mode.
 public struct ShimAssets: Sendable {
     public var kernel: String
     public var agentInitrd: String
@@ -18,6 +20,13 @@ public struct ShimAssets: Sendable {
     public var consoleDirectory: String?
     public var memorySize: UInt64
     public var vcpus: Int
+    public var seccomp: SeccompMode
+
+    /// What the shim's control threads keep after start-up: mounting the merged rootfs
+    /// layers read-only for the image build (SYS_ADMIN), reading and copying every file of
+    /// those layers whatever its owner and mode (DAC_OVERRIDE, DAC_READ_SEARCH, FOWNER,
+    /// CHOWN). vCPU and event-loop threads keep nothing.
+    public static let keptCapabilities: [Capability] = [.sysAdmin, .dacOverride, .dacReadSearch, .fowner, .chown]
 
     public static let agentPort: UInt32 = 1024
     /// Boot-timer value the agent writes when it listens: the template point.
@@ -37,6 +46,7 @@ public struct ShimAssets: Sendable {
         consoleDirectory = environment["SANDBOX_CONSOLE_DIR"]
         memorySize = environment["SANDBOX_MEMORY"].flatMap { UInt64($0) }.map { $0 << 20 } ?? 256 << 20
         vcpus = environment["SANDBOX_VCPUS"].flatMap { Int($0) } ?? 1
+        seccomp = environment["SANDBOX_SECCOMP"].flatMap { SeccompMode(rawValue: $0) } ?? .enforce
     }
 
     /// A one-sector image standing in for the container rootfs while the template is taken;

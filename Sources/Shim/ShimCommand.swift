@@ -2,6 +2,7 @@ import CLinux
 import ContainerdAPI
 import FoundationEssentials
 import Glibc
+import Jail
 import LinuxSystem
 import SwiftProtobuf
 import TTRPC
@@ -188,6 +189,7 @@ public enum ShimCommand {
         Log.setLevel(flags.debug ? .debug : .info)
         signal(SIGPIPE, SIG_IGN)
         let assets = ShimAssets(environment: environment)
+        confine(mode: assets.seccomp)
         let events = EventPublisher(address: environment["TTRPC_ADDRESS"], namespace: flags.namespace)
         let socket = socketPath(flags, assets)
         let service = TaskService(assets: assets, events: events) {
@@ -201,6 +203,22 @@ public enum ShimCommand {
             exit(1)
         }
         while true { pause() }
+    }
+
+    /// Before any other thread exists: the control role's capabilities and seccomp filter,
+    /// inherited by every thread the server starts (vCPU and event-loop threads narrow both).
+    static func confine(mode: SeccompMode) {
+        guard mode != .off else {
+            Log.warning(Seccomp.offWarning)
+            return
+        }
+        do throws(JailError) {
+            try Capabilities.limit(keeping: ShimAssets.keptCapabilities)
+            try Seccomp.install(.control, mode: mode)
+        } catch {
+            Log.error("cannot confine the shim: \(error)")
+            exit(1)
+        }
     }
 
     // MARK: - Helpers

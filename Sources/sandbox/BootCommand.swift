@@ -1,5 +1,6 @@
 import ArgumentParser
 import Glibc
+import Jail
 import LinuxSystem
 import Machine
 
@@ -96,6 +97,8 @@ struct BootCommand: ParsableCommand {
 
     @OptionGroup var machine: MachineOptions
 
+    @OptionGroup(title: "Confinement") var confinement: ConfinementOptions
+
     @Option(help: "Stop the guest after this many seconds and report where its vCPUs were.")
     var timeout: Double?
 
@@ -129,17 +132,32 @@ struct BootCommand: ParsableCommand {
     func run() throws {
         let start = ProcessStart.instant
         ProcessStart.argumentsParsed = .now()
-        let config = try restore.map { try machine.restoreConfig(snapshot: $0) } ?? machine.machineConfig()
+        if let limits = try confinement.limits(), let name = confinement.cgroup, !Supervisor.isChild {
+            let code = try Supervisor.run(cgroupName: name, limits: limits)
+            if code != 0 { throw ExitCode(code) }
+            return
+        }
+        // Nothing inherited reaches the guest's devices: only stdio and what this run opens.
+        do { try Descriptors.closeAll(from: 3) } catch { throw ValidationError(error.description) }
+        let config = try confinement.absolutized(restore.map { try machine.restoreConfig(snapshot: $0) } ?? machine.machineConfig())
         var builder = MachineBuilder(config: config)
         builder.processStart = start
         builder.consoleOutput = try consoleSink()
+        builder.seccomp = confinement.mode
         if let device = getenv("SANDBOX_KVM_DEVICE") { builder.kvmPath = String(cString: device) }
+        let reportFD = try report.map { path in
+            let fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw ValidationError("cannot open --report \(path): \(String(cString: strerror(errno)))") }
+            return fd
+        }
+        try confinement.enterJail(config: config, restore: restore, extra: snapshotAtMarker.map { [parentDirectory(of: $0)] } ?? [])
         let vm: Machine
         do throws(MachineError) {
             if let dir = restore { vm = try builder.restore(from: dir) } else { vm = try builder.build() }
         } catch {
             throw ValidationError(error.description)
         }
+        try confinement.dropPrivileges()
         if let dir = snapshotAtMarker {
             vm.snapshotAtMarker(snapshotMarker, directory: dir, stopAfter: !snapshotContinue) { result in
                 switch result {
@@ -164,14 +182,11 @@ struct BootCommand: ParsableCommand {
         let overhead = MemoryUsage.current(excludingGuestBytes: config.memorySize)
         if timeline { printTimeline(vm.timeline, origin: start) }
         if exitStats { printExits(vm.exitStatistics) }
-        if let report {
+        if let fd = reportFD {
             let json = BootReport(exit: exit, timeline: vm.timeline, origin: start, exits: vm.exitStatistics, memory: overhead,
                                   commandLine: vm.commandLine, host: vm.host.kind.rawValue).json
-            let fd = open(report, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-            if fd >= 0 {
-                _ = json.withCString { Glibc.write(fd, $0, strlen($0)) }
-                close(fd)
-            }
+            _ = json.withCString { Glibc.write(fd, $0, strlen($0)) }
+            close(fd)
         }
         if !exit.isClean { eprint("sandbox: \(exit)") }
         if exit.exitCode != 0 { throw ExitCode(exit.exitCode) }

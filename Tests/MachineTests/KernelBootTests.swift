@@ -59,20 +59,8 @@ struct KernelBootTests {
     /// Runs `sandbox ARGS` to completion; returns (exit status, stderr). Also checks the
     /// process is really gone (reaped, no process left under its pid).
     static func run(_ args: [String], environment: [String: String] = [:]) throws -> (Int32, String) {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = args
-        var env = ProcessInfo.processInfo.environment
-        for (k, v) in environment { env[k] = v }
-        p.environment = env
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = FileHandle.nullDevice
-        try p.run()
-        let data = err.fileHandleForReading.readDataToEndOfFile()
-        p.waitUntilExit()
-        #expect(kill(p.processIdentifier, 0) == -1 && errno == ESRCH, "sandbox process \(p.processIdentifier) left behind")
-        return (p.terminationStatus, String(decoding: data, as: UTF8.self))
+        let r = try runTool(executable, args, environment: environment)
+        return (r.status, r.stderr)
     }
 
     static func fixture(_ name: String) -> String {

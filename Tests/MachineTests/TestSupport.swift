@@ -174,3 +174,31 @@ func runTinyGuest(kernel: [UInt8]? = nil, firmware: [UInt8]? = nil, vcpus: Int =
     let exit = machine.wait(timeout: timeout)
     return (exit, port, mmio, console.text, machine)
 }
+
+/// How a tool the tests ran ended.
+struct ToolOutcome {
+    let status: Int32
+    /// The signal that killed it, if one did.
+    let signal: Int32?
+    let stderr: String
+}
+
+/// Runs `tool ARGS` to completion with stdout discarded; also checks the process is really
+/// gone (reaped, no process left under its pid).
+func runTool(_ tool: String, _ args: [String], environment: [String: String] = [:]) throws -> ToolOutcome {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tool)
+    p.arguments = args
+    var env = ProcessInfo.processInfo.environment
+    for (k, v) in environment { env[k] = v }
+    p.environment = env
+    let err = Pipe()
+    p.standardError = err
+    p.standardOutput = FileHandle.nullDevice
+    try p.run()
+    let data = err.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    #expect(kill(p.processIdentifier, 0) == -1 && errno == ESRCH, "\(tool) process \(p.processIdentifier) left behind")
+    let signal: Int32? = p.terminationReason == .uncaughtSignal ? p.terminationStatus : nil
+    return ToolOutcome(status: p.terminationStatus, signal: signal, stderr: String(decoding: data, as: UTF8.self))
+}

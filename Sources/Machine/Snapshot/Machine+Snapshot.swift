@@ -53,9 +53,41 @@ extension Machine {
     /// When the guest writes `marker` to the boot-timer port, pause, snapshot into
     /// `directory`, then stop the machine (`stopAfter`) or let it run on.
     /// `completion` gets the outcome on the snapshotting thread.
+    ///
+    /// The snapshotting thread is started here, by the caller: a thread the vCPU started
+    /// would inherit the vCPU's seccomp filter, which allows no file system calls.
     public func snapshotAtMarker(_ marker: UInt8, directory: String, stopAfter: Bool,
                                  completion: @escaping @Sendable (Result<Void, MachineError>) -> Void = { _ in }) {
-        markerSnapshot.withLock { $0 = MarkerSnapshot(marker: marker, directory: directory, stopAfter: stopAfter, completion: completion) }
+        let trigger = SnapshotTrigger()
+        markerSnapshot.withLock { $0 = MarkerSnapshot(marker: marker, trigger: trigger) }
+        onStop { trigger.settle(.cancelled) }
+        let started = try? OSThread.spawn(name: "sbx-snapshot") { [self] in
+            let paused: MachineError?
+            switch trigger.wait() {
+            case .cancelled, .waiting: return
+            case let .fired(error): paused = error
+            }
+            let result: Result<Void, MachineError>
+            do throws(MachineError) {
+                if let paused { throw paused }
+                waitUntilPaused()
+                try snapshot(to: directory)
+                result = .success(())
+            } catch {
+                result = .failure(error)
+            }
+            // The outcome is known before anyone waiting for the machine to end wakes up.
+            completion(result)
+            if stopAfter || (try? result.get()) == nil {
+                requestStop(result.isSuccess ? .stopped : .hostError("snapshot failed: \(result)"))
+            } else {
+                try? resume()
+            }
+        }
+        if started == nil {
+            markerSnapshot.withLock { $0 = nil }
+            completion(.failure(.system(SystemError("pthread_create(snapshot)", errno: EAGAIN))))
+        }
     }
 
     /// Runs a scheduled marker snapshot if `value` is its marker (from the vCPU thread).
@@ -66,39 +98,47 @@ extension Machine {
             return j
         }) else { return }
         // Stop the guest right at the marker: this vCPU parks as soon as it returns to its
-        // loop, the others are kicked. The snapshot itself is taken on another thread.
-        let paused: MachineError? = {
-            do throws(MachineError) { try beginPause() } catch { return error }
-            return nil
-        }()
-        let started = try? OSThread.spawn(name: "sbx-snapshot") { [self] in
-            let result: Result<Void, MachineError>
-            do throws(MachineError) {
-                if let paused { throw paused }
-                waitUntilPaused()
-                try snapshot(to: job.directory)
-                result = .success(())
-            } catch {
-                result = .failure(error)
-            }
-            // The outcome is known before anyone waiting for the machine to end wakes up.
-            job.completion(result)
-            if job.stopAfter || (try? result.get()) == nil {
-                requestStop(result.isSuccess ? .stopped : .hostError("snapshot failed: \(result)"))
-            } else {
-                try? resume()
-            }
+        // loop, the others are kicked. The snapshot itself is taken on the waiting thread.
+        do throws(MachineError) {
+            try beginPause()
+            job.trigger.settle(.fired(nil))
+        } catch {
+            job.trigger.settle(.fired(error))
         }
-        if started == nil { job.completion(.failure(.system(SystemError("pthread_create(snapshot)", errno: EAGAIN)))) }
     }
 }
 
 /// A snapshot waiting for its boot-timer marker.
 struct MarkerSnapshot: Sendable {
     let marker: UInt8
-    let directory: String
-    let stopAfter: Bool
-    let completion: @Sendable (Result<Void, MachineError>) -> Void
+    let trigger: SnapshotTrigger
+}
+
+/// Hands the marker (or the machine's end) from a vCPU thread to the snapshotting thread.
+final class SnapshotTrigger: Sendable {
+    enum State: Sendable {
+        case waiting
+        case fired(MachineError?)
+        case cancelled
+    }
+
+    private let state = Mutex(State.waiting)
+    private let flag = ConditionFlag()
+
+    /// The first settlement wins.
+    func settle(_ outcome: State) {
+        let first: Bool = state.withLock { s in
+            guard case .waiting = s else { return false }
+            s = outcome
+            return true
+        }
+        if first { flag.signal() }
+    }
+
+    func wait() -> State {
+        flag.wait(seconds: nil)
+        return state.withLock { $0 }
+    }
 }
 
 extension Result {

@@ -1,0 +1,55 @@
+// The jail's C boundary: libseccomp filters per thread, the SIGSYS reporter, libcap
+// capability sets, and the few mount/namespace calls Swift cannot make directly.
+// Kept apart from CLinux so libseccomp and libcap are linked only where they are used
+// (never into the static guest agent).
+#ifndef SANDBOX_CJAIL_H
+#define SANDBOX_CJAIL_H
+
+#include <stdint.h>
+
+// What a filter does with a syscall outside its allowlist.
+enum {
+    SBX_SECCOMP_TRAP = 0,  // SIGSYS: the reporter names the thread role and syscall, then the process dies
+    SBX_SECCOMP_LOG = 1,   // allowed, but the kernel logs it (audit type 1326)
+};
+
+// A syscall allowed only when one argument has one value (compared on its low 32 bits):
+// an ioctl request number (argument 1), a socket domain (argument 0).
+typedef struct {
+    int syscall;
+    unsigned int argument;
+    uint32_t value;
+} sbx_arg_rule;
+
+// The syscall number for `name` on this architecture, or -1 when libseccomp does not know it.
+int sbx_seccomp_resolve(const char *name);
+
+// Installs a filter on the calling thread (and the threads it creates afterwards):
+// every syscall in `syscalls` is allowed outright, those in `rules` only with the given
+// argument value; everything else gets `mode`.
+// `role` names the thread in the SIGSYS report; it must be a string literal or otherwise
+// outlive the thread. Returns 0 or a negative errno.
+int sbx_seccomp_install(const char *role, const int *syscalls, int syscall_count,
+                        const sbx_arg_rule *rules, int rule_count, int mode);
+
+// Caps of the calling thread: keeps `keep` (CAP_* numbers) permitted and effective, clears
+// the rest, the inheritable and ambient sets, and drops everything else from the bounding
+// set. Returns 0 or a negative errno.
+int sbx_caps_limit(const int *keep, int keep_count);
+
+// The highest capability number this kernel knows.
+int sbx_caps_last(void);
+
+// PR_SET_NO_NEW_PRIVS on the calling thread (inherited by threads and children).
+int sbx_set_no_new_privs(void);
+
+// unshare(CLONE_NEWNS): a private mount namespace for the calling thread and its future threads.
+int sbx_unshare_mount_namespace(void);
+
+// pivot_root(2), which glibc does not wrap.
+int sbx_jail_pivot_root(const char *new_root, const char *put_old);
+
+// Closes every descriptor from `first` up except those in `keep` (close_range(2)).
+int sbx_close_fds_from(int first, const int *keep, int keep_count);
+
+#endif
