@@ -18,7 +18,7 @@ public struct SeccompPolicy: Sendable, Equatable {
     /// The policy of `role`.
     public static func of(_ role: ThreadRole) -> SeccompPolicy {
         switch role {
-        case .vcpu: .init(role: role, syscalls: runtime + vcpuOnly, rules: [vcpuIoctls])
+        case .vcpu: .init(role: role, syscalls: runtime + vcpuOnly, rules: [vcpuIoctls, unixSocketsOnly])
         case .eventLoop: .init(role: role, syscalls: runtime + eventLoopOnly, rules: [eventLoopIoctls, unixSocketsOnly])
         case .control: .init(role: role, syscalls: runtime + vcpuOnly + eventLoopOnly + controlOnly, rules: [])
         }
@@ -36,9 +36,20 @@ public struct SeccompPolicy: Sendable, Equatable {
         "exit", "exit_group",
     ]
 
-    /// The vCPU thread also activates and resets devices when the guest's driver writes
-    /// their registers: event loop registrations, KVM irqfd/ioeventfd, TAP offloads.
-    static let vcpuOnly = ["ioctl", "epoll_ctl", "fsync", "fdatasync"]
+    /// Device work on descriptors that are already open: virtqueues over disk files, the
+    /// TAP, vsock streams (the guest may connect to host ports: Unix sockets only, see
+    /// `unixSocketsOnly`), virtio-rng, timers and the loop's own wake-ups. The vCPU thread
+    /// needs the same: a driver's register writes activate and reset devices, which
+    /// registers descriptors with the loop, serves a vsock backlog, closes streams.
+    static let deviceIO = [
+        "ioctl", "epoll_ctl", "readv", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2",
+        "fsync", "fdatasync", "lseek", "fstat", "newfstatat",
+        "recvfrom", "recvmsg", "sendto", "sendmsg", "socket", "connect", "accept", "accept4", "shutdown",
+        "getsockopt", "setsockopt", "fcntl", "poll", "ppoll", "timerfd_settime", "timerfd_gettime",
+    ]
+
+    /// What only the vCPU thread adds: nothing beyond device work (KVM_RUN is an ioctl).
+    static let vcpuOnly = deviceIO
 
     static let vcpuIoctls = ArgumentRule(syscall: "ioctl", argument: 1, values: [
         sbx_KVM_RUN, sbx_KVM_IRQ_LINE, sbx_KVM_IRQFD, sbx_KVM_IOEVENTFD,
@@ -46,14 +57,8 @@ public struct SeccompPolicy: Sendable, Equatable {
         sbx_KVM_KVMCLOCK_CTRL, sbx_TUNSETOFFLOAD,
     ].map { UInt32(truncatingIfNeeded: $0) })
 
-    /// Virtqueues over disk files, the TAP, vsock sockets (the guest may connect to host
-    /// ports: Unix sockets only), virtio-rng, timers and the loop's own wake-ups.
-    static let eventLoopOnly = [
-        "epoll_wait", "epoll_pwait", "epoll_ctl", "ioctl",
-        "readv", "pread64", "pwrite64", "preadv", "pwritev", "preadv2", "pwritev2", "fsync", "fdatasync",
-        "recvfrom", "recvmsg", "sendto", "sendmsg", "socket", "connect", "accept4", "shutdown",
-        "getsockopt", "setsockopt", "fcntl", "timerfd_settime", "timerfd_gettime", "eventfd2", "lseek", "fstat", "newfstatat",
-    ]
+    /// The event loop waits for readiness and otherwise does device work.
+    static let eventLoopOnly = deviceIO + ["epoll_wait", "epoll_pwait", "eventfd2"]
 
     static let eventLoopIoctls = ArgumentRule(syscall: "ioctl", argument: 1, values: [UInt32(truncatingIfNeeded: sbx_TUNSETOFFLOAD)])
 
