@@ -105,3 +105,11 @@ package.targets += [
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
     ]),
 ]
+
+// MARK: - The driver side of virtio for tests (and fuzzing): virtqueue and virtio-mmio transport mock.
+package.targets += [
+    .target(name: "VirtioTestDriver", dependencies: ["Virtio", "GuestMemory", "LinuxSystem"], path: "Tests/VirtioTestDriver"),
+]
+for target in package.targets where target.name == "VirtioTests" {
+    target.dependencies.append("VirtioTestDriver")
+}
