@@ -70,7 +70,8 @@ public struct RateLimitConfig: Codable, Sendable, Equatable {
         let suffix = key.dropFirst(isBandwidth ? 2 : opsName.count)
         guard isBandwidth || key.hasPrefix(opsName), ["", "-burst", "-once"].contains(suffix) else { return false }
         guard let value = isBandwidth ? SizeParser.parse(text) : UInt64(text) else {
-            throw .invalidConfig("\(key)=\(text): not a \(isBandwidth ? "size (e.g. 10M)" : "count")")
+            let device = opsName == "pps" ? "--net" : "--disk"
+            throw .invalidConfig("\(device) \(key)=\(text): not a \(isBandwidth ? "size (e.g. 10M)" : "count")")
         }
         var limits = config ?? RateLimitConfig()
         var bucket = (isBandwidth ? limits.bandwidth : limits.ops) ?? Bucket(rate: 0)
