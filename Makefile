@@ -5,6 +5,7 @@
 #   make test      the whole test suite, including KVM boots of the real kernel
 #   make boot      boot the default guest on this terminal
 #   make bench     boot-time benchmark side by side with QEMU microvm + qboot
+#   make fuzz      every libFuzzer target for FUZZ_TIME seconds (default 60) each
 #   make install   the shim and `sandbox` on PATH, kernel/firmware/agent initramfs where the
 #                  shim finds them (PREFIX=/usr/local)
 
@@ -54,6 +55,7 @@ build:
 
 test: assets
 	$(SWIFT) build --build-tests
+	$(MAKE) fuzz-smoke
 	$(SWIFT) test --skip-build --no-parallel
 
 boot: build
@@ -75,3 +77,31 @@ clean:
 .PHONY: protos
 protos:
 	Protos/generate.sh
+
+# --- fuzzing (Fuzz/): one libFuzzer binary for every target, built with the address
+# sanitizer and coverage instrumentation in its own scratch path (SANDBOX_FUZZ=1 declares it in Package.swift) and
+# linked as fuzz-<target>. `make fuzz` runs each target FUZZ_TIME seconds; `fuzz-smoke`
+# (part of `make test`) runs FUZZ_RUNS inputs of each and fails on any crash.
+FUZZ_TARGETS := virtqueue block net vsock ttrpc kernel fwcfg
+FUZZ_DIR := .build/fuzz
+# SwiftPM links an executable's own main (--defsym main=<module>_main), so instead of
+# -sanitize=fuzzer (whose runtime brings a second main) the code gets libFuzzer's coverage
+# instrumentation and the binary the runtime without main; Fuzz/Driver calls its driver.
+FUZZ_RUNTIME := $(firstword $(wildcard $(dir $(shell command -v swiftc))../lib/clang/*/lib/linux/libclang_rt.fuzzer_no_main-x86_64.a))
+FUZZ_FLAGS := -c release --scratch-path $(FUZZ_DIR) -Xswiftc -sanitize=address \
+	-Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table -Xswiftc -use-ld=lld \
+	-Xlinker $(FUZZ_RUNTIME) -Xlinker -lstdc++
+FUZZ_TIME ?= 60
+FUZZ_RUNS ?= 3000
+.PHONY: fuzz fuzz-build fuzz-smoke
+
+fuzz-build:
+	@test -n "$(FUZZ_RUNTIME)" || { echo "libclang_rt.fuzzer_no_main not found next to swiftc"; exit 1; }
+	SANDBOX_FUZZ=1 $(SWIFT) build $(FUZZ_FLAGS) --product sandbox-fuzz
+	@for t in $(FUZZ_TARGETS); do ln -sf sandbox-fuzz $(FUZZ_DIR)/release/fuzz-$$t; done
+
+fuzz-smoke: fuzz-build
+	FUZZ_RUNS=$(FUZZ_RUNS) Fuzz/run.sh smoke $(FUZZ_TARGETS)
+
+fuzz: fuzz-build
+	FUZZ_TIME=$(FUZZ_TIME) Fuzz/run.sh $(FUZZ_TARGETS)

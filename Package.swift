@@ -118,3 +118,30 @@ package.targets += [
     .executableTarget(name: "seccomp-probe", dependencies: ["Machine", "Jail", "LinuxSystem", "LegacyDevices"],
                       path: "Tests/Probes/seccomp-probe"),
 ]
+
+// MARK: - The driver side of virtio for tests (and fuzzing): virtqueue and virtio-mmio transport mock.
+package.targets += [
+    .target(name: "VirtioTestDriver", dependencies: ["Virtio", "GuestMemory", "LinuxSystem"], path: "Tests/VirtioTestDriver"),
+]
+for target in package.targets where target.name == "VirtioTests" {
+    target.dependencies.append("VirtioTestDriver")
+}
+
+// MARK: - Fuzzing: libFuzzer entry points for every parser a guest or a client reaches.
+//
+// `FuzzTargets` holds the entry points and is built and tested like any library (its test
+// runs the seed corpus and every crash input found so far). The libFuzzer executable is
+// only declared when SANDBOX_FUZZ is set: `make fuzz-build` builds it with its own scratch
+// path, the address sanitizer and libFuzzer's coverage instrumentation, and links it with
+// libFuzzer's runtime (the Makefile has the flags).
+package.targets += [
+    .target(name: "FuzzTargets", dependencies: [
+        "Virtio", "VirtioTestDriver", "Boot", "LegacyDevices", "TTRPC", "GuestMemory", "LinuxSystem",
+        .product(name: "SwiftProtobuf", package: "swift-protobuf"),
+    ], path: "Fuzz/Targets"),
+    .testTarget(name: "FuzzTargetsTests", dependencies: ["FuzzTargets", "Virtio", "Boot", "LegacyDevices", "TTRPC", "GuestMemory"]),
+]
+if Context.environment["SANDBOX_FUZZ"] != nil {
+    package.products += [.executable(name: "sandbox-fuzz", targets: ["sandbox-fuzz"])]
+    package.targets += [.executableTarget(name: "sandbox-fuzz", dependencies: ["FuzzTargets"], path: "Fuzz/Driver")]
+}

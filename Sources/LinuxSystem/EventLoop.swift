@@ -100,28 +100,39 @@ public final class EventLoop: @unchecked Sendable {
     /// Serves events on the calling thread until `stop` is called.
     public func run() {
         var events = [epoll_event](repeating: epoll_event(), count: 64)
-        while true {
-            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epoll.rawValue, $0.baseAddress, Int32($0.count), -1) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                return
-            }
-            for i in 0..<Int(n) {
-                let fd = events[i].data.fd
-                if fd == wake.fd.rawValue {
-                    wake.drain()
-                    continue
-                }
-                let handler = lock.withLock { handlers[fd] }
-                handler?(events[i].events)
-            }
-            let (work, stop): ([() -> Void], Bool) = lock.withLock {
-                let w = posted
-                posted.removeAll()
-                return (w, stopping)
-            }
-            for body in work { body() }
-            if stop { return }
+        while iterate(&events, timeout: -1) {}
+    }
+
+    /// Serves what is ready now (fds, then posted work) on the calling thread and returns
+    /// without waiting; for drivers that pump the loop themselves (tests, fuzzing). Returns
+    /// false once `stop` was called.
+    @discardableResult
+    public func poll() -> Bool {
+        var events = [epoll_event](repeating: epoll_event(), count: 64)
+        return iterate(&events, timeout: 0)
+    }
+
+    /// One epoll_wait and its handlers; false when the loop should end.
+    private func iterate(_ events: inout [epoll_event], timeout: Int32) -> Bool {
+        let n = events.withUnsafeMutableBufferPointer { epoll_wait(epoll.rawValue, $0.baseAddress, Int32($0.count), timeout) }
+        if n < 0 {
+            return errno == EINTR
         }
+        for i in 0..<Int(n) {
+            let fd = events[i].data.fd
+            if fd == wake.fd.rawValue {
+                wake.drain()
+                continue
+            }
+            let handler = lock.withLock { handlers[fd] }
+            handler?(events[i].events)
+        }
+        let (work, stop): ([() -> Void], Bool) = lock.withLock {
+            let w = posted
+            posted.removeAll()
+            return (w, stopping)
+        }
+        for body in work { body() }
+        return !stop
     }
 }

@@ -22,6 +22,14 @@ public final class TimerFD: Sendable {
         try retryingOnInterrupt("timerfd_settime") { timerfd_settime(fd.rawValue, 0, &spec, nil) }
     }
 
+    /// Fires once, `nanoseconds` from now (at least 1 ns; timerfd_settime without an interval).
+    public func arm(after nanoseconds: UInt64) throws(SystemError) {
+        let delay = max(nanoseconds, 1)
+        let value = timespec(tv_sec: Int(min(delay / 1_000_000_000, UInt64(Int32.max))), tv_nsec: Int(delay % 1_000_000_000))
+        var spec = itimerspec(it_interval: timespec(), it_value: value)
+        try retryingOnInterrupt("timerfd_settime") { timerfd_settime(fd.rawValue, 0, &spec, nil) }
+    }
+
     /// Stops the timer; expirations already counted stay readable until `drain`.
     public func disarm() {
         var spec = itimerspec()

@@ -4,14 +4,17 @@ public struct DiskConfig: Codable, Sendable, Equatable {
     public var readOnly: Bool
     /// What the guest reads with GET_ID (default: the file name).
     public var serial: String?
+    /// Bandwidth and IOPS limit on the disk's requests.
+    public var rateLimit: RateLimitConfig?
 
-    public init(path: String, readOnly: Bool = false, serial: String? = nil) {
+    public init(path: String, readOnly: Bool = false, serial: String? = nil, rateLimit: RateLimitConfig? = nil) {
         self.path = path
         self.readOnly = readOnly
         self.serial = serial
+        self.rateLimit = rateLimit
     }
 
-    /// Parses `PATH[,ro]`.
+    /// Parses `PATH[,ro][,serial=ID][,bw=SIZE][,iops=N]` (rate-limit options: `RateLimitConfig.apply`).
     public static func parse(_ text: String) throws(MachineError) -> DiskConfig {
         var parts = text.split(separator: ",").map(String.init)
         guard let path = parts.first, !path.isEmpty else { throw .invalidConfig("--disk needs a path: --disk PATH[,ro]") }
@@ -22,9 +25,14 @@ public struct DiskConfig: Codable, Sendable, Equatable {
             case "ro": disk.readOnly = true
             case "rw": disk.readOnly = false
             default:
-                if p.hasPrefix("serial=") { disk.serial = String(p.dropFirst(7)) } else { throw .invalidConfig("unknown --disk option '\(p)' (want ro, rw or serial=ID)") }
+                if p.hasPrefix("serial=") {
+                    disk.serial = String(p.dropFirst(7))
+                } else if try !RateLimitConfig.apply(option: p, opsName: "iops", to: &disk.rateLimit) {
+                    throw .invalidConfig("unknown --disk option '\(p)' (want ro, rw, serial=ID, bw=SIZE, iops=N, bw-burst=, iops-burst=, bw-once=, iops-once=)")
+                }
             }
         }
+        try disk.rateLimit?.validate("--disk \(path)")
         return disk
     }
 }
@@ -35,24 +43,29 @@ public struct NetConfig: Codable, Sendable, Equatable {
     public var tap: String
     /// Guest MAC address, `aa:bb:cc:dd:ee:ff`; derived from the TAP name when absent.
     public var mac: String?
+    /// Bandwidth and packet-rate limit, applied to each direction separately.
+    public var rateLimit: RateLimitConfig?
 
-    public init(tap: String, mac: String? = nil) {
+    public init(tap: String, mac: String? = nil, rateLimit: RateLimitConfig? = nil) {
         self.tap = tap
         self.mac = mac
+        self.rateLimit = rateLimit
     }
 
-    /// Parses `tap=NAME[,mac=MAC]`.
+    /// Parses `tap=NAME[,mac=MAC][,bw=SIZE][,pps=N]` (rate-limit options: `RateLimitConfig.apply`).
     public static func parse(_ text: String) throws(MachineError) -> NetConfig {
         var tap: String?
         var mac: String?
+        var rateLimit: RateLimitConfig?
         for p in text.split(separator: ",").map(String.init) {
-            if p.hasPrefix("tap=") { tap = String(p.dropFirst(4)) } else if p.hasPrefix("mac=") { mac = String(p.dropFirst(4)) } else {
-                throw .invalidConfig("unknown --net option '\(p)' (want tap=NAME[,mac=MAC])")
+            if p.hasPrefix("tap=") { tap = String(p.dropFirst(4)) } else if p.hasPrefix("mac=") { mac = String(p.dropFirst(4)) } else if try !RateLimitConfig.apply(option: p, opsName: "pps", to: &rateLimit) {
+                throw .invalidConfig("unknown --net option '\(p)' (want tap=NAME[,mac=MAC][,bw=SIZE][,pps=N][,bw-burst=][,pps-burst=])")
             }
         }
         guard let tap, !tap.isEmpty, tap.utf8.count <= 15 else { throw .invalidConfig("--net needs tap=NAME (at most 15 bytes)") }
         if let mac, MACAddress.parse(mac) == nil { throw .invalidConfig("--net mac=\(mac) is not a MAC address") }
-        return NetConfig(tap: tap, mac: mac)
+        try rateLimit?.validate("--net tap=\(tap)")
+        return NetConfig(tap: tap, mac: mac, rateLimit: rateLimit)
     }
 
     /// The guest MAC: the configured one, or a locally administered address from the TAP name.

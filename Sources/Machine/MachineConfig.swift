@@ -68,6 +68,8 @@ public struct MachineConfig: Codable, Sendable, Equatable {
         guard devices <= VirtioLayout.irqs.count else {
             throw .invalidConfig("\(devices) virtio devices requested; at most \(VirtioLayout.irqs.count) fit")
         }
+        for disk in disks { try disk.rateLimit?.validate("--disk \(disk.path)") }
+        for net in nets { try net.rateLimit?.validate("--net tap=\(net.tap)") }
         if bootProtocol == .pvh && firmwarePath != nil {
             throw .invalidConfig("--boot-protocol applies to the direct path, not with --firmware")
         }

@@ -23,8 +23,10 @@ enum VirtioSetup {
                        mmio: inout Bus<UInt64, any MMIODevice>) throws(MachineError) -> [AttachedDevice] {
         var devices: [(any VirtioDevice, String, () -> Void)] = []
         for (i, disk) in config.disks.enumerated() {
+            let throttle = try disk.rateLimit?.makeThrottle()
             do {
-                devices.append((try BlockDevice(path: disk.path, readOnly: disk.readOnly, serial: disk.serial), "virtio-blk\(i)", {}))
+                let device = try BlockDevice(path: disk.path, readOnly: disk.readOnly, serial: disk.serial, throttle: throttle)
+                devices.append((device, "virtio-blk\(i)", { device.close() }))
             } catch {
                 throw .file(path: disk.path, reason: "cannot open disk: \(error)")
             }
@@ -39,7 +41,8 @@ enum VirtioSetup {
                 throw .invalidConfig("--net tap=\(net.tap): \(error)")
             }
             do {
-                let device = try NetDevice(tap: tap, mac: net.macBytes)
+                let device = try NetDevice(tap: tap, mac: net.macBytes, receiveThrottle: try net.rateLimit?.makeThrottle(),
+                                           transmitThrottle: try net.rateLimit?.makeThrottle())
                 devices.append((device, "virtio-net\(i)", { device.close() }))
             } catch {
                 tap.close()

@@ -33,10 +33,10 @@ struct MachineOptions: ParsableArguments {
     @Flag(help: "Do not append this host's fixup flags to the command line.")
     var noHostFlags = false
 
-    @Option(help: "virtio-blk disk: PATH[,ro][,serial=ID]. Repeatable; the first is /dev/vda.")
+    @Option(help: "virtio-blk disk: PATH[,ro][,serial=ID][,bw=SIZE][,iops=N][,bw-burst=SIZE][,iops-burst=N]. Repeatable; the first is /dev/vda. bw/iops limit bytes and requests per second.")
     var disk: [String] = []
 
-    @Option(help: "virtio-net interface: tap=NAME[,mac=MAC]. The TAP is created when missing and removed on exit.")
+    @Option(help: "virtio-net interface: tap=NAME[,mac=MAC][,bw=SIZE][,pps=N][,bw-burst=SIZE][,pps-burst=N]. The TAP is created when missing and removed on exit; bw/pps limit each direction.")
     var net: [String] = []
 
     @Option(help: "virtio-vsock: cid=N,uds=PATH (hybrid vsock; guest connections to port P go to PATH_P).")

@@ -2,6 +2,7 @@ import Foundation
 import GuestMemory
 import Testing
 @testable import Virtio
+import VirtioTestDriver
 
 @Suite final class BlockDeviceTests {
     let memory: GuestMemory

@@ -4,6 +4,7 @@ import GuestMemory
 import LinuxSystem
 import Synchronization
 @testable import Virtio
+import VirtioTestDriver
 
 /// The host side of the net tests: real TAP interfaces in the test's own network
 /// namespace, configured with iproute2. Needs root and /dev/net/tun.

@@ -1,6 +1,7 @@
 import GuestMemory
 import Testing
 @testable import Virtio
+import VirtioTestDriver
 
 @Suite struct VirtQueueTests {
     let memory: GuestMemory

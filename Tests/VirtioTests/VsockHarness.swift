@@ -4,6 +4,7 @@ import GuestMemory
 import LinuxSystem
 import Testing
 @testable import Virtio
+import VirtioTestDriver
 
 /// A packet the device put on the rx queue, as the guest driver reads it.
 struct GuestPacket {

@@ -4,6 +4,7 @@ import GuestMemory
 import LinuxSystem
 import Testing
 @testable import Virtio
+import VirtioTestDriver
 
 /// Creating, resetting and closing the vsock device: the socket file and every
 /// descriptor come and go with it.

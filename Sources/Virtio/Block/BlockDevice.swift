@@ -41,6 +41,8 @@ public final class BlockDevice: VirtioDevice {
     /// The serial the guest reads with GET_ID.
     public let serial: String
     let file: FileDescriptor
+    /// The rate limit on the request queue, if any.
+    public let throttle: QueueThrottle?
     private let context = Mutex<VirtioContext?>(nil)
     private let counters = Mutex(Counters())
 
@@ -51,10 +53,12 @@ public final class BlockDevice: VirtioDevice {
         public var ioErrors = 0, unsupported = 0, rejectedWrites = 0
     }
 
-    /// Opens `path` (read-only when `readOnly`); the capacity is its size rounded down to sectors.
-    public init(path: String, readOnly: Bool, serial: String? = nil) throws(SystemError) {
+    /// Opens `path` (read-only when `readOnly`); the capacity is its size rounded down to
+    /// sectors. With a `throttle`, requests wait for its tokens.
+    public init(path: String, readOnly: Bool, serial: String? = nil, throttle: QueueThrottle? = nil) throws(SystemError) {
         self.path = path
         self.readOnly = readOnly
+        self.throttle = throttle
         file = try FileDescriptor.open(path, readOnly ? O_RDONLY : O_RDWR)
         capacity = try file.size() / BlockDevice.sectorSize
         self.serial = serial ?? String(path.split(separator: "/").last ?? "disk")
@@ -81,15 +85,42 @@ public final class BlockDevice: VirtioDevice {
         readConfigBytes(config, offset: offset, into: data)
     }
 
-    public func activate(_ context: VirtioContext) { self.context.withLock { $0 = context } }
-    public func reset() { context.withLock { $0 = nil } }
+    public func activate(_ context: VirtioContext) {
+        self.context.withLock { $0 = context }
+        guard let throttle else { return }
+        do {
+            try throttle.attach(to: context.eventLoop) { [weak self] in self?.processQueue() }
+        } catch {
+            // Unthrottled rather than stuck: the limit is a host policy, not a guest error.
+            Log.warning("virtio-blk \(path): rate limiter timer not registered: \(error)")
+        }
+    }
 
-    public func queueNotified(_ index: Int) {
+    public func reset() {
+        context.withLock { $0 = nil }
+        throttle?.detach()
+    }
+
+    /// Stops the rate limiter's timer (machine teardown); idempotent.
+    public func close() {
+        throttle?.detach()
+    }
+
+    public func queueNotified(_ index: Int) { processQueue() }
+
+    /// Serves requests until the queue is empty or the rate limiter refuses one, which then
+    /// stays queued until the limiter's timer resumes the queue.
+    func processQueue() {
         guard let ctx = context.withLock({ $0 }) else { return }
         var any = false
         do {
             while let chain = try ctx.withQueue(0, { q, m throws(VirtQueueError) in try q.pop(m) }) {
-                let written = try handle(chain, ctx.memory)
+                let request = try BlockRequest(parsing: chain, memory: ctx.memory)
+                if let throttle, !throttle.admit(bytes: request.transferBytes) {
+                    try ctx.withQueue(0) { q, _ throws(VirtQueueError) in q.undoPop() }
+                    break
+                }
+                let written = try handle(request, chain, ctx.memory)
                 try ctx.withQueue(0) { q, m throws(VirtQueueError) in try q.push(head: chain.head, length: UInt32(written), m) }
                 any = true
             }
@@ -99,35 +130,23 @@ public final class BlockDevice: VirtioDevice {
         if any { ctx.signalUsed(queue: 0) }
     }
 
-    /// Serves one request; returns the bytes written into device-writable buffers.
-    /// A malformed chain (no header, no status byte) is a driver error and throws.
-    func handle(_ chain: DescriptorChain, _ memory: GuestMemory) throws(VirtQueueError) -> Int {
-        var reader = ChainReader(memory: memory, chain: chain)
-        let header = try reader.read(count: 16)
-        let type = le32(header, 0)
-        let sector = le64(header, 8)
-        // The last writable byte is the status; everything writable before it is data.
-        guard let statusDescriptor = chain.writable.last, statusDescriptor.length >= 1 else {
-            throw .invalidLayout("block request without a status byte")
-        }
-        let statusAddress = GuestAddress(statusDescriptor.address.raw + UInt64(statusDescriptor.length) - 1)
-        var writer = ChainWriter(memory: memory, chain: chain)
-        let dataCapacity = writer.remaining - 1
-
+    /// Serves one parsed request; returns the bytes written into device-writable buffers.
+    func handle(_ request: BlockRequest, _ chain: DescriptorChain, _ memory: GuestMemory) throws(VirtQueueError) -> Int {
         let status: UInt8
         var dataWritten = 0
-        switch type {
+        switch request.type {
         case RequestType.in:
-            (status, dataWritten) = read(sector: sector, into: writer.takePieces(upTo: dataCapacity), memory)
+            (status, dataWritten) = read(sector: request.sector, into: request.dataIn, memory)
         case RequestType.out:
-            status = write(sector: sector, from: reader.takeRemainingPieces(), memory)
+            status = write(sector: request.sector, from: request.dataOut, memory)
         case RequestType.flush:
             status = fdatasync(file.rawValue) == 0 ? RequestStatus.ok : RequestStatus.ioError
             counters.withLock { $0.flushes += 1 }
         case RequestType.getID:
             var id = Array(serial.utf8.prefix(BlockDevice.idLength))
             id += [UInt8](repeating: 0, count: BlockDevice.idLength - id.count)
-            let n = min(dataCapacity, BlockDevice.idLength)
+            let n = min(request.dataInLength, BlockDevice.idLength)
+            var writer = ChainWriter(memory: memory, chain: chain)
             try writer.write(Array(id[0..<n]))
             dataWritten = n
             status = RequestStatus.ok
@@ -137,7 +156,7 @@ public final class BlockDevice: VirtioDevice {
             counters.withLock { $0.unsupported += 1 }
         }
         if status == RequestStatus.ioError { counters.withLock { $0.ioErrors += 1 } }
-        do { try memory.write(status, at: statusAddress) } catch { throw .memory(error) }
+        do { try memory.write(status, at: request.status) } catch { throw .memory(error) }
         return dataWritten + 1
     }
 

@@ -35,6 +35,12 @@ extension NetDevice {
                     stopWatching(&s)
                     return
                 }
+                if let throttle = receiveThrottle, !throttle.mayStart() {
+                    // Over the limit: the TAP waits (its queue absorbs or drops) until the
+                    // limiter's timer calls `receive` again.
+                    stopWatching(&s)
+                    return
+                }
                 startWatching(&s)
                 switch readFrame(&s, ctx) {
                 case .delivered: delivered += 1
@@ -107,6 +113,8 @@ extension NetDevice {
             if count <= 0 { return .empty }
             n = count
         }
+        // Frames the guest never sees count too: the limit is on what the TAP hands over.
+        receiveThrottle?.charge(bytes: UInt64(max(n - NetHeader.size, 0)))
         guard n >= NetHeader.size, n <= capacity else {
             // The frame reached the spill byte: the TAP cut it to fit. Drop it; the
             // buffers were only scribbled on and stay held for the next frame.

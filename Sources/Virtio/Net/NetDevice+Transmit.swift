@@ -13,6 +13,12 @@ extension NetDevice {
             do throws(VirtQueueError) {
                 while handled < NetDevice.framesPerRound,
                       let chain = try ctx.withQueue(NetDevice.transmitQueue, { q, m throws(VirtQueueError) in try q.pop(m) }) {
+                    // The cost comes from the validated descriptors; the frame waits in the
+                    // ring until the limiter's timer resumes transmission.
+                    if let throttle = transmitThrottle, !throttle.admit(bytes: UInt64(max(chain.readableLength - NetHeader.size, 0))) {
+                        try ctx.withQueue(NetDevice.transmitQueue) { q, _ throws(VirtQueueError) in q.undoPop() }
+                        break
+                    }
                     try send(chain, ctx, &s)
                     // Transmit buffers are only read, so nothing was written (§5.1.6.2).
                     try ctx.withQueue(NetDevice.transmitQueue) { q, m throws(VirtQueueError) in try q.push(head: chain.head, length: 0, m) }

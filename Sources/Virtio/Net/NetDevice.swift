@@ -98,11 +98,19 @@ public final class NetDevice: VirtioDevice {
         var warnings = RateLimitedCounter()
     }
 
-    /// A device for the guest MAC `mac` (six bytes, unicast, not all zero) on `tap`.
-    public init(tap: TapDevice, mac: [UInt8]) throws(NetDeviceError) {
+    /// The rate limit on frames towards the guest (TAP → receive queue), if any.
+    public let receiveThrottle: QueueThrottle?
+    /// The rate limit on frames from the guest (transmit queue → TAP), if any.
+    public let transmitThrottle: QueueThrottle?
+
+    /// A device for the guest MAC `mac` (six bytes, unicast, not all zero) on `tap`; with
+    /// throttles, each direction waits for its own tokens.
+    public init(tap: TapDevice, mac: [UInt8], receiveThrottle: QueueThrottle? = nil, transmitThrottle: QueueThrottle? = nil) throws(NetDeviceError) {
         guard mac.count == 6, mac[0] & 1 == 0, mac.contains(where: { $0 != 0 }) else { throw .invalidMAC(mac) }
         self.tap = tap
         self.mac = mac
+        self.receiveThrottle = receiveThrottle
+        self.transmitThrottle = transmitThrottle
     }
 
     deinit {
@@ -142,12 +150,28 @@ public final class NetDevice: VirtioDevice {
             Log.warning("virtio-net \(tap.name): \(error); receiving without offloads")
             try? tap.setOffload(0)
         }
+        attachThrottles(to: context.eventLoop)
         state.withLock { s in
             guard !s.closed else { return }
             s.context = context
             s.held = []
             startWatching(&s)
         }
+    }
+
+    private func attachThrottles(to loop: EventLoop) {
+        do {
+            try receiveThrottle?.attach(to: loop) { [weak self] in self?.receive() }
+            try transmitThrottle?.attach(to: loop) { [weak self] in self?.transmit() }
+        } catch {
+            // Unthrottled rather than stuck: the limit is a host policy, not a guest error.
+            Log.warning("virtio-net \(tap.name): rate limiter timer not registered: \(error)")
+        }
+    }
+
+    private func detachThrottles() {
+        receiveThrottle?.detach()
+        transmitThrottle?.detach()
     }
 
     public func reset() {
@@ -157,6 +181,7 @@ public final class NetDevice: VirtioDevice {
             s.held = []
             return s.closed
         }
+        detachThrottles()
         if !wasClosed { try? tap.setOffload(0) }
     }
 
@@ -169,6 +194,7 @@ public final class NetDevice: VirtioDevice {
             s.held = []
             s.closed = true
         }
+        detachThrottles()
         tap.close()
     }
 

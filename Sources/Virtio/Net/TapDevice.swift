@@ -72,6 +72,16 @@ public final class TapDevice: Sendable {
         descriptor = Mutex(fd)
     }
 
+    /// Adopts an open descriptor that carries one frame, with its 12-byte header, per
+    /// read and per write: a TAP configured elsewhere, or one end of a non-blocking
+    /// datagram socket pair standing in for a TAP in tests and fuzzing. Offload and link
+    /// ioctls then fail, and the device goes on without offloads.
+    public init(adopting fd: FileDescriptor, name: String) {
+        self.name = name
+        createdByUs = false
+        descriptor = Mutex(fd)
+    }
+
     /// Checks `name` the way the kernel does (dev_valid_name): 1 to 15 bytes, not "."
     /// or "..", no '/', ':', whitespace or NUL.
     public static func validate(name: String) throws(TapError) {

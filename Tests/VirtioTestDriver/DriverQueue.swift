@@ -1,23 +1,23 @@
 import GuestMemory
 import LinuxSystem
-@testable import Virtio
+import Virtio
 
 /// The driver side of a split virtqueue over array-backed guest memory, for tests:
 /// it lays out the rings, adds chains (well-formed or deliberately broken) and reads
 /// the used ring back.
-final class DriverQueue {
-    let memory: GuestMemory
-    let size: UInt16
-    let descTable: GuestAddress
-    let avail: GuestAddress
-    let used: GuestAddress
+public final class DriverQueue {
+    public let memory: GuestMemory
+    public let size: UInt16
+    public let descTable: GuestAddress
+    public let avail: GuestAddress
+    public let used: GuestAddress
     /// Where the next buffer is carved from.
-    var heap: UInt64
-    var nextDescriptor: UInt16 = 0
-    var availIdx: UInt16 = 0
-    var lastUsedSeen: UInt16 = 0
+    public var heap: UInt64
+    public var nextDescriptor: UInt16 = 0
+    public var availIdx: UInt16 = 0
+    public var lastUsedSeen: UInt16 = 0
 
-    init(memory: GuestMemory, size: UInt16 = 16, base: UInt64 = 0x10000) {
+    public init(memory: GuestMemory, size: UInt16 = 16, base: UInt64 = 0x10000) {
         self.memory = memory
         self.size = size
         descTable = GuestAddress(base)
@@ -27,7 +27,7 @@ final class DriverQueue {
     }
 
     /// A device-side queue programmed with this layout, ready.
-    func deviceQueue(maxSize: UInt16 = 256, eventIndex: Bool = false) -> VirtQueue {
+    public func deviceQueue(maxSize: UInt16 = 256, eventIndex: Bool = false) -> VirtQueue {
         var q = VirtQueue(maxSize: maxSize)
         q.size = size
         q.descriptorTable = descTable
@@ -39,7 +39,7 @@ final class DriverQueue {
     }
 
     /// Reserves `length` bytes of buffer space, filled with `fill`.
-    func buffer(_ length: Int, fill: UInt8 = 0) throws -> GuestAddress {
+    public func buffer(_ length: Int, fill: UInt8 = 0) throws -> GuestAddress {
         let a = GuestAddress(heap)
         heap += UInt64((length + 15) & ~15)
         if length > 0 { try memory.write(bytes: [UInt8](repeating: fill, count: length), at: a) }
@@ -47,7 +47,7 @@ final class DriverQueue {
     }
 
     /// Writes raw descriptor `index`.
-    func setDescriptor(_ index: UInt16, address: GuestAddress, length: UInt32, flags: UInt16, next: UInt16) throws {
+    public func setDescriptor(_ index: UInt16, address: GuestAddress, length: UInt32, flags: UInt16, next: UInt16) throws {
         let d = GuestAddress(descTable.raw + 16 * UInt64(index))
         try memory.write(address.raw, at: d)
         try memory.write(length, at: GuestAddress(d.raw + 8))
@@ -57,7 +57,7 @@ final class DriverQueue {
 
     /// Adds a chain of (address, length, writable) buffers and publishes it; returns the head.
     @discardableResult
-    func add(_ buffers: [(GuestAddress, UInt32, Bool)]) throws -> UInt16 {
+    public func add(_ buffers: [(GuestAddress, UInt32, Bool)]) throws -> UInt16 {
         let head = nextDescriptor
         for (i, b) in buffers.enumerated() {
             let index = (head &+ UInt16(i)) % size
@@ -71,23 +71,23 @@ final class DriverQueue {
     }
 
     /// Puts `head` into the avail ring and bumps avail.idx.
-    func publish(head: UInt16) throws {
+    public func publish(head: UInt16) throws {
         try memory.write(head, at: GuestAddress(avail.raw + 4 + 2 * UInt64(availIdx % size)))
         availIdx &+= 1
         try memory.write(availIdx, at: GuestAddress(avail.raw + 2))
     }
 
     /// Sets avail.idx directly (to simulate a broken driver).
-    func setAvailIndex(_ v: UInt16) throws {
+    public func setAvailIndex(_ v: UInt16) throws {
         availIdx = v
         try memory.write(v, at: GuestAddress(avail.raw + 2))
     }
 
     /// used.idx as the device left it.
-    func usedIndex() throws -> UInt16 { try memory.read(UInt16.self, at: GuestAddress(used.raw + 2)) }
+    public func usedIndex() throws -> UInt16 { try memory.read(UInt16.self, at: GuestAddress(used.raw + 2)) }
 
     /// The used entries added since the last call: (id, len).
-    func takeUsed() throws -> [(id: UInt32, length: UInt32)] {
+    public func takeUsed() throws -> [(id: UInt32, length: UInt32)] {
         var out: [(UInt32, UInt32)] = []
         let idx = try usedIndex()
         while lastUsedSeen != idx {
@@ -99,42 +99,42 @@ final class DriverQueue {
     }
 
     /// Sets used_event (the last avail ring slot) for event-index suppression.
-    func setUsedEvent(_ v: UInt16) throws {
+    public func setUsedEvent(_ v: UInt16) throws {
         try memory.write(v, at: GuestAddress(avail.raw + 4 + 2 * UInt64(size)))
     }
 }
 
 /// A virtio-mmio transport driven register by register, as the Linux driver does.
-final class DriverTransport {
-    let transport: MMIOTransport
-    let memory: GuestMemory
-    let interrupt: EventFD
-    let loop: EventLoop
+public final class DriverTransport {
+    public let transport: MMIOTransport
+    public let memory: GuestMemory
+    public let interrupt: EventFD
+    public let loop: EventLoop
 
-    init(device: any VirtioDevice, memory: GuestMemory) throws {
+    public init(device: any VirtioDevice, memory: GuestMemory) throws {
         self.memory = memory
         interrupt = try EventFD()
         loop = try EventLoop()
         transport = MMIOTransport(device: device, name: "test-\(device.deviceType)", memory: memory, interrupt: interrupt, eventLoop: loop)
     }
 
-    func read32(_ offset: Int) -> UInt32 {
+    public func read32(_ offset: Int) -> UInt32 {
         var v: UInt32 = 0
         withUnsafeMutableBytes(of: &v) { transport.read(offset: UInt64(offset), into: $0) }
         return v
     }
 
-    func write32(_ offset: Int, _ value: UInt32) {
+    public func write32(_ offset: Int, _ value: UInt32) {
         withUnsafeBytes(of: value) { transport.write(offset: UInt64(offset), data: $0) }
     }
 
-    func readConfig(_ offset: Int, _ count: Int) -> [UInt8] {
+    public func readConfig(_ offset: Int, _ count: Int) -> [UInt8] {
         var bytes = [UInt8](repeating: 0xee, count: count)
         bytes.withUnsafeMutableBytes { transport.read(offset: UInt64(0x100 + offset), into: $0) }
         return bytes
     }
 
-    var deviceFeatures: UInt64 {
+    public var deviceFeatures: UInt64 {
         write32(0x14, 0)
         let lo = UInt64(read32(0x10))
         write32(0x14, 1)
@@ -144,7 +144,7 @@ final class DriverTransport {
     /// The Linux probe sequence: reset, ACKNOWLEDGE, DRIVER, features, FEATURES_OK,
     /// queues, DRIVER_OK. Returns the final status register.
     @discardableResult
-    func initialise(features: UInt64? = nil, queues: [DriverQueue]) -> UInt32 {
+    public func initialise(features: UInt64? = nil, queues: [DriverQueue]) -> UInt32 {
         write32(0x70, 0)
         write32(0x70, 1)
         write32(0x70, 3)
@@ -166,10 +166,10 @@ final class DriverTransport {
     }
 
     /// Kicks queue `index` the way the ioeventfd handler does, synchronously.
-    func notify(_ index: Int) { transport.notified(queue: index) }
+    public func notify(_ index: Int) { transport.notified(queue: index) }
 
-    var status: UInt32 { read32(0x70) }
-    var needsReset: Bool { status & MMIOTransport.Status.needsReset != 0 }
+    public var status: UInt32 { read32(0x70) }
+    public var needsReset: Bool { status & MMIOTransport.Status.needsReset != 0 }
     /// Interrupts raised since the last call.
-    func interrupts() -> UInt64 { interrupt.drain() }
+    public func interrupts() -> UInt64 { interrupt.drain() }
 }
