@@ -19,9 +19,14 @@ public final class GuestMemory: @unchecked Sendable {
         public let size: UInt64
         /// The host mapping behind it.
         let mapping: MappedRegion
+        /// Where in `mapping` the region starts (nonzero for a window of a larger mapping).
+        let offset: Int
 
         /// The host virtual address, as KVM_SET_USER_MEMORY_REGION wants it.
-        public var hostAddress: UInt64 { UInt64(UInt(bitPattern: mapping.base)) }
+        public var hostAddress: UInt64 { UInt64(UInt(bitPattern: host)) }
+
+        /// The first host byte of the region.
+        var host: UnsafeMutableRawPointer { mapping.base + offset }
 
         /// One past the last guest-physical byte.
         public var guestEnd: UInt64 { guestBase.raw + size }
@@ -49,9 +54,12 @@ public final class GuestMemory: @unchecked Sendable {
     }
 
     /// Uses existing host mappings (e.g. a snapshot's memory file mapped private).
-    public init(mappings: [(GuestAddress, MappedRegion)]) throws(GuestMemoryError) {
-        let sorted = mappings.map { Region(guestBase: $0.0, size: UInt64($0.1.size), mapping: $0.1) }
-            .sorted { $0.guestBase < $1.guestBase }
+    public convenience init(mappings: [(GuestAddress, MappedRegion)]) throws(GuestMemoryError) {
+        try self.init(regions: mappings.map { Region(guestBase: $0.0, size: UInt64($0.1.size), mapping: $0.1, offset: 0) })
+    }
+
+    init(regions unsorted: [Region]) throws(GuestMemoryError) {
+        let sorted = unsorted.sorted { $0.guestBase < $1.guestBase }
         guard !sorted.isEmpty else { throw .invalidLayout("no regions") }
         for (a, b) in zip(sorted, sorted.dropFirst()) {
             let (end, overflow) = a.guestBase.raw.addingReportingOverflow(a.size)
@@ -76,7 +84,7 @@ public final class GuestMemory: @unchecked Sendable {
             let base = region.guestBase.raw
             if address.raw >= base && end <= base &+ region.size && address.raw - base <= region.size {
                 // A zero-length access at the very end of a region is allowed.
-                return region.mapping.base + Int(address.raw - base)
+                return region.host + Int(address.raw - base)
             }
         }
         throw .outOfBounds(address, length: length)
@@ -148,7 +156,7 @@ public final class GuestMemory: @unchecked Sendable {
         guard regions.indices.contains(index) else { throw .invalidLayout("no region \(index)") }
         let region = regions[index]
         let page = 4096
-        let base = region.mapping.base
+        let base = region.host
         var written: UInt64 = 0
         var offset = 0
         while offset < Int(region.size) {
