@@ -1,4 +1,5 @@
 import GuestMemory
+import LinuxSystem
 import Testing
 @testable import LegacyDevices
 
@@ -100,5 +101,56 @@ import Testing
         try dma(at: 0x1000, control: UInt32(FwCfg.Selector.kernelData) << 16 | FwCfg.DMAControl.select | FwCfg.DMAControl.read,
                 length: .max, address: 0x80000)
         #expect(try memory.read(UInt32.self, at: GuestAddress(0x1000)) == FwCfg.DMAControl.error.bigEndian)
+    }
+
+    /// Kicks a DMA with only the low half of the address written (what a 32-bit firmware such as qboot does).
+    func kickLow(_ at: UInt32) {
+        withUnsafeBytes(of: at.bigEndian) { device.write(offset: 8, data: $0) }
+    }
+
+    @Test func highHalfOfTheDMAAddressCountsForOneTransferOnly() throws {
+        // A transfer whose descriptor is above 4 GiB fails (no such memory here) ...
+        withUnsafeBytes(of: UInt32(1).bigEndian) { device.write(offset: 4, data: $0) }
+        kickLow(0x1000)
+        #expect(device.dmaCounters.errors == 1)
+        // ... and the next low-half-only write means an address below 4 GiB again.
+        try memory.write((UInt32(FwCfg.Selector.kernelData) << 16 | FwCfg.DMAControl.select | FwCfg.DMAControl.read).bigEndian, at: GuestAddress(0x1000))
+        try memory.write(UInt32(100).bigEndian, at: GuestAddress(0x1004))
+        try memory.write(UInt64(0x2000).bigEndian, at: GuestAddress(0x1008))
+        kickLow(0x1000)
+        #expect(device.dmaCounters == (1, 1))
+        #expect(try memory.read(UInt32.self, at: GuestAddress(0x1000)) == 0)
+        #expect(try memory.readBytes(at: GuestAddress(0x2000), count: 4) == [0, 1, 2, 3])
+    }
+
+    @Test func dmaWithoutSelectContinuesWhereThePortReadsStopped() throws {
+        // qboot reads the directory's count through the data port, then all entries in one DMA read.
+        select(FwCfg.Selector.fileDirectory)
+        #expect(readData(4) == [0, 0, 0, 2])
+        try dma(at: 0x1000, control: FwCfg.DMAControl.read, length: 128, address: 0x2000)
+        let entries = try memory.readBytes(at: GuestAddress(0x2000), count: 128)
+        #expect(Array(entries[8..<15]) == Array("a/first".utf8))
+        #expect(Array(entries[72..<80]) == Array("etc/e820".utf8))
+        #expect(entries[68..<72] == [0, 0x21, 0, 0]) // be16 selector, be16 reserved
+    }
+
+    @Test func dmaIntoAFirmwareWindowLandsWhereTheGuestReadsIt() throws {
+        // qboot allocates its copy of the file directory in the F segment, which is the
+        // firmware image's alias; the device must write the image, not the RAM behind it.
+        let ram = try GuestMemory(size: 1 << 20)
+        let rom = try MappedRegion(anonymous: 0x10000)
+        let physical = try ram.overlaid(with: [
+            GuestMemory.Window(guestBase: GuestAddress(0xf0000), mapping: rom, offset: 0, size: 0x10000),
+            GuestMemory.Window(guestBase: GuestAddress(0xffff_0000), mapping: rom, offset: 0, size: 0x10000),
+        ])
+        let fwCfg = FwCfg(items: [FwCfg.Selector.kernelData: .bytes(Array(0..<16))], files: [:], memory: physical)
+        try physical.write((UInt32(FwCfg.Selector.kernelData) << 16 | FwCfg.DMAControl.select | FwCfg.DMAControl.read).bigEndian, at: GuestAddress(0x7000))
+        try physical.write(UInt32(16).bigEndian, at: GuestAddress(0x7004))
+        try physical.write(UInt64(0xf3000).bigEndian, at: GuestAddress(0x7008))
+        withUnsafeBytes(of: UInt32(0x7000).bigEndian) { fwCfg.write(offset: 8, data: $0) }
+        #expect(fwCfg.dmaCounters == (1, 0))
+        #expect(try physical.readBytes(at: GuestAddress(0xf3000), count: 16) == Array(0..<16))
+        #expect(try physical.readBytes(at: GuestAddress(0xffff_3000), count: 16) == Array(0..<16))
+        #expect(try ram.readBytes(at: GuestAddress(0xf3000), count: 16) == [UInt8](repeating: 0, count: 16))
     }
 }
