@@ -67,6 +67,12 @@ public final class FwCfg: PortDevice {
             }
         }
 
+        /// Gives back the host pages behind bytes already copied to the guest (a mapped
+        /// file's pages stay in the page cache; the VMM stops holding them resident).
+        func release(offset: Int, length: Int) {
+            if case let .mapped(region, start, _) = self { region.discardResidentPages(offset: start + offset, length: length) }
+        }
+
         func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
             switch self {
             case let .bytes(b): return try b.withUnsafeBytes(body)
@@ -193,6 +199,7 @@ public final class FwCfg: PortDevice {
                             try item.withBytes { bytes in
                                 try memory.write(bytes: UnsafeRawBufferPointer(rebasing: bytes[start..<(start + Int(n))]), at: address)
                             }
+                            item.release(offset: start, length: Int(n))
                         }
                     } catch {
                         return true

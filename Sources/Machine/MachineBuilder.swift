@@ -43,6 +43,10 @@ public struct MachineBuilder {
         let kernelFile = try MachineBuilder.mapFile(config.kernelPath, what: "kernel")
         let initrdFile = try config.initrdPath.map { (p) throws(MachineError) in try MachineBuilder.mapFile(p, what: "initrd") }
         let firmwareFile = try config.firmwarePath.map { (p) throws(MachineError) in try MachineBuilder.mapFirmware(p) }
+        // `images` points into these mappings until the images are loaded. Direct boot is done
+        // with them then (they are unmapped when this returns, so the file pages stop counting
+        // against the VMM); fw_cfg items hold on to what the firmware still has to read.
+        defer { withExtendedLifetime((kernelFile, initrdFile, firmwareFile)) {} }
         let commandLine = config.effectiveCommandLine(host: host)
         let images: BootImages
         do {
@@ -60,8 +64,7 @@ public struct MachineBuilder {
         let kvm: KVMSystem
         let vm: VirtualMachine
         let memory: GuestMemory
-        var retained: [AnyObject] = [kernelFile]
-        if let initrdFile { retained.append(initrdFile) }
+        var retained: [AnyObject] = []
         do {
             kvm = try KVMSystem(path: kvmPath)
             vm = try kvm.createVM()

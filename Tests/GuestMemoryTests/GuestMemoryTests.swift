@@ -60,6 +60,15 @@ import Testing
         #expect(throws: GuestMemoryError.self) { try m.readFromFile(fd, offset: 0, into: GuestAddress(0xfffff), length: 2) }
     }
 
+    @Test func largeCopiesArriveWhole() throws {
+        // Copies past the prefault threshold populate both sides first; the bytes are the same.
+        let m = try GuestMemory(size: 4 << 20)
+        let source = (0..<(GuestMemory.prefaultThreshold + 4097)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try m.write(bytes: source, at: GuestAddress(0x1_0123))
+        #expect(try m.readBytes(at: GuestAddress(0x1_0123), count: source.count) == source)
+        #expect(try m.read(UInt8.self, at: GuestAddress(0x1_0122)) == 0)
+    }
+
     @Test func windowHidesTheRAMBehindItAndSharesItsMappingWithOtherWindows() throws {
         let ram = try GuestMemory(size: 1 << 20)
         let rom = try MappedRegion(anonymous: 0x2000)

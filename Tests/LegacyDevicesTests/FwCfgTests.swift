@@ -153,4 +153,30 @@ import Testing
         #expect(try physical.readBytes(at: GuestAddress(0xffff_3000), count: 16) == Array(0..<16))
         #expect(try ram.readBytes(at: GuestAddress(0xf3000), count: 16) == [UInt8](repeating: 0, count: 16))
     }
+
+    @Test func mappedFileItemReadsTheSameAfterItsCopiedPagesAreGivenBack() throws {
+        // The device drops the host pages of a mapped item once they are in the guest; a
+        // second read (a firmware may re-read) still gets the file's bytes.
+        let path = "/tmp/sandbox-fwcfg-test-\(getpid())"
+        let bytes = (0..<(3 * 4096 + 100)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        #expect(fd >= 0)
+        defer { close(fd); unlink(path) }
+        #expect(bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count)
+        let file = try FileDescriptor.open(path, O_RDONLY)
+        let region = try MappedRegion(file: file, size: bytes.count, writable: false, shared: false)
+        let fwCfg = FwCfg(items: [FwCfg.Selector.initrdData: .mapped(region, offset: 100, length: bytes.count - 100)], files: [:], memory: memory)
+        for target: UInt64 in [0x10000, 0x20000] {
+            try memory.write((UInt32(FwCfg.Selector.initrdData) << 16 | FwCfg.DMAControl.select | FwCfg.DMAControl.read).bigEndian, at: GuestAddress(0x1000))
+            try memory.write(UInt32(bytes.count - 100).bigEndian, at: GuestAddress(0x1004))
+            try memory.write(target.bigEndian, at: GuestAddress(0x1008))
+            withUnsafeBytes(of: UInt32(0x1000).bigEndian) { fwCfg.write(offset: 8, data: $0) }
+            #expect(try memory.readBytes(at: GuestAddress(target), count: bytes.count - 100) == Array(bytes[100...]))
+        }
+        #expect(fwCfg.dmaCounters == (2, 0))
+    }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif
