@@ -47,4 +47,13 @@ public enum E820Map {
         }
         return out
     }
+
+    /// The map fw_cfg's `etc/e820` carries, as QEMU's x86 machines build it (hw/i386/microvm.c,
+    /// pc.c: `e820_add_entry(0, below_4g_mem_size, E820_RAM)`, then RAM above 4 GiB): RAM
+    /// from 0, with no holes. The firmware owns the legacy range and carves its own
+    /// reservations out of it (qboot's extract_e820 takes the entry at 0 as the size of low
+    /// memory and moves it to 1 MiB; Linux reserves 640 KiB–1 MiB itself).
+    public static func firmwareEntries(for regions: [GuestMemory.Region]) -> [E820Entry] {
+        regions.map { E820Entry(address: $0.guestBase.raw, size: $0.size, kind: .ram) }
+    }
 }

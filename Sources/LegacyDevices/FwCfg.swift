@@ -4,7 +4,8 @@ import Synchronization
 
 /// QEMU's firmware configuration device on x86 I/O ports (docs/specs/fw_cfg.rst):
 /// selector at 0x510 (16-bit), data at 0x511 (8-bit), DMA address at 0x514 (64-bit
-/// big-endian; writing the low half at 0x518 starts the transfer).
+/// big-endian; writing the low half at 0x518 starts the transfer, and a high half not
+/// written since the last transfer is zero).
 ///
 /// The DMA descriptor and every address it names come from the guest: each is
 /// bounds-checked against guest memory and a bad one sets the error bit, nothing more.
@@ -64,6 +65,12 @@ public final class FwCfg: PortDevice {
             case let .bytes(b): b.count
             case let .mapped(_, _, length): length
             }
+        }
+
+        /// Gives back the host pages behind bytes already copied to the guest (a mapped
+        /// file's pages stay in the page cache; the VMM stops holding them resident).
+        func release(offset: Int, length: Int) {
+            if case let .mapped(region, start, _) = self { region.discardResidentPages(offset: start + offset, length: length) }
         }
 
         func withBytes<R>(_ body: (UnsafeRawBufferPointer) throws -> R) rethrows -> R {
@@ -138,8 +145,14 @@ public final class FwCfg: PortDevice {
         case (4, 4):
             state.withLock { $0.dmaHigh = UInt32(truncatingIfNeeded: value).byteSwapped }
         case (8, 4):
+            // The high half applies to this one transfer only (QEMU clears it as the
+            // transfer starts), so a 32-bit firmware that only ever writes the low half
+            // (qboot) always means an address below 4 GiB.
             let low = UInt32(truncatingIfNeeded: value).byteSwapped
-            let high = state.withLock { $0.dmaHigh }
+            let high = state.withLock { s in
+                defer { s.dmaHigh = 0 }
+                return s.dmaHigh
+            }
             dma(at: GuestAddress(UInt64(high) << 32 | UInt64(low)))
         default:
             break // writes to the data port are ignored, as on QEMU ≥ 2.4
@@ -186,6 +199,7 @@ public final class FwCfg: PortDevice {
                             try item.withBytes { bytes in
                                 try memory.write(bytes: UnsafeRawBufferPointer(rebasing: bytes[start..<(start + Int(n))]), at: address)
                             }
+                            item.release(offset: start, length: Int(n))
                         }
                     } catch {
                         return true

@@ -35,6 +35,20 @@ public final class MappedRegion: @unchecked Sendable {
         self.size = size
     }
 
+    /// Gives back the resident pages of `[offset, offset + length)` (whole pages inside it)
+    /// with madvise(2) MADV_DONTNEED. For a read-only file mapping nothing is lost: the
+    /// pages stay in the page cache and a later read maps them again (a written private
+    /// page would be lost, so this is for read-only mappings). Used once a file's bytes have
+    /// been copied into the guest, so they stop counting against the VMM's memory.
+    public func discardResidentPages(offset: Int, length: Int) {
+        let page = 4096
+        guard offset >= 0, length > 0, offset <= size else { return }
+        let start = (offset + page - 1) / page * page
+        let end = min(offset + length, size) / page * page
+        guard end > start else { return }
+        _ = madvise(base + start, end - start, MADV_DONTNEED)
+    }
+
     deinit {
         munmap(base, size)
     }

@@ -11,12 +11,14 @@ enum FirmwareBoot {
     static let setupAddress: UInt64 = 0x10000
     /// Where the protected-mode kernel goes.
     static let kernelAddress: UInt64 = 0x100000
+    /// How much of an ELF kernel QEMU offers as the setup blob.
+    static let elfHeaderPeek = 8192
 
     /// The fw_cfg items and files for booting `images` on `vcpus` CPUs.
     static func items(for images: BootImages, kernelFile: MappedRegion, initrdFile: MappedRegion?, vcpus: Int, memory: GuestMemory) throws(BootError) -> (items: [UInt16: FwCfg.Content], files: [String: FwCfg.Content]) {
         typealias S = FwCfg.Selector
         let commandLine = try KernelCommandLine.encode(images.commandLine, limit: images.kernel.commandLineLimit)
-        let e820 = E820Map.entries(for: memory.regions)
+        let e820 = E820Map.firmwareEntries(for: memory.regions)
         var items: [UInt16: FwCfg.Content] = [
             S.nbCPUs: .bytes(le(UInt16(vcpus))),
             S.maxCPUs: .bytes(le(UInt16(vcpus))),
@@ -66,8 +68,9 @@ enum FirmwareBoot {
             items[S.setupSize] = .bytes(le(UInt32(setup.count)))
             items[S.setupData] = .bytes(setup)
         case .elf:
-            // QEMU hands PVH firmware the first bytes of the file as "setup"; nothing reads them.
-            let header = Array(images.kernelBytes.prefix(0x1000))
+            // QEMU hands firmware the first 8 KiB of an ELF file as "setup" (x86_load_linux's
+            // header buffer): qboot reads that much, finds the ELF magic and takes the PVH path.
+            let header = Array(images.kernelBytes.prefix(elfHeaderPeek))
             items[S.setupSize] = .bytes(le(UInt32(header.count)))
             items[S.setupData] = .bytes(header)
         }

@@ -47,6 +47,10 @@ public struct MachineBuilder {
         let kernelFile = try MachineBuilder.mapFile(config.kernelPath, what: "kernel")
         let initrdFile = try config.initrdPath.map { (p) throws(MachineError) in try MachineBuilder.mapFile(p, what: "initrd") }
         let firmwareFile = try config.firmwarePath.map { (p) throws(MachineError) in try MachineBuilder.mapFirmware(p) }
+        // `images` points into these mappings until the images are loaded. Direct boot is done
+        // with them then (they are unmapped when this returns, so the file pages stop counting
+        // against the VMM); fw_cfg items hold on to what the firmware still has to read.
+        defer { withExtendedLifetime((kernelFile, initrdFile, firmwareFile)) {} }
         let commandLine = config.effectiveCommandLine(host: host)
         let images: BootImages
         do {
@@ -64,8 +68,7 @@ public struct MachineBuilder {
         let kvm: KVMSystem
         let vm: VirtualMachine
         let memory: GuestMemory
-        var retained: [AnyObject] = [kernelFile]
-        if let initrdFile { retained.append(initrdFile) }
+        var retained: [AnyObject] = []
         do {
             kvm = try KVMSystem(path: kvmPath)
             vm = try kvm.createVM()
@@ -86,7 +89,8 @@ public struct MachineBuilder {
         }
         let firmwareCopy = try firmwareFile.map { (f) throws(MachineError) in try MachineBuilder.writableCopy(of: f) }
         if let firmwareCopy { retained.append(firmwareCopy) }
-        try MachineBuilder.mapMemory(memory, firmware: firmwareCopy, into: vm)
+        let physical = try MachineBuilder.physicalMemory(memory, firmware: firmwareCopy)
+        try MachineBuilder.mapMemory(physical, into: vm)
 
         // Boot images.
         var entry = CPUEntryState(mode: .resetVector)
@@ -100,7 +104,7 @@ public struct MachineBuilder {
         } catch { throw .boot(error) }
         phases.append(.init("images-loaded"))
 
-        return try assemble(kvm: kvm, vm: vm, memory: memory, fwCfgContent: fwCfgContent, entry: entry, retained: retained,
+        return try assemble(kvm: kvm, vm: vm, memory: memory, physical: physical, fwCfgContent: fwCfgContent, entry: entry, retained: retained,
                             commandLine: commandLine, phases: phases, vcpuState: .boot)
     }
 
@@ -113,7 +117,7 @@ public struct MachineBuilder {
     }
 
     /// The part of building shared by boot and restore: devices, vCPUs, the machine.
-    func assemble(kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory,
+    func assemble(kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory, physical: GuestMemory? = nil,
                   fwCfgContent: (items: [UInt16: FwCfg.Content], files: [String: FwCfg.Content])?,
                   entry: CPUEntryState, retained: [AnyObject], commandLine: String,
                   phases: [BootTimeline.Phase], vcpuState: VCPUInitialState) throws(MachineError) -> Machine {
@@ -132,7 +136,7 @@ public struct MachineBuilder {
         let serial = Serial8250(output: consoleOutput, interrupt: { try? serialIRQ.signal() })
         let i8042 = I8042(onReset: { link.machine?.requestStop(.guestReset) })
         let bootTimer = BootTimer(onMark: { link.machine?.recordMilestone($0) })
-        let fwCfg = fwCfgContent.map { FwCfg(items: $0.items, files: $0.files, memory: memory) }
+        let fwCfg = fwCfgContent.map { FwCfg(items: $0.items, files: $0.files, memory: physical ?? memory) }
         var ports = Bus<UInt16, any PortDevice>()
         do {
             try ports.insert(serial, base: Serial8250.com1Base, length: 8)
@@ -226,30 +230,28 @@ public struct MachineBuilder {
         return copy
     }
 
-    /// KVM memory slots: guest RAM, and for the firmware path the image at the top of
-    /// 4 GiB plus (as on QEMU) its last 128 KiB aliased just below 1 MiB.
-    static func mapMemory(_ memory: GuestMemory, firmware: MappedRegion?, into vm: VirtualMachine) throws(MachineError) {
-        var slot: UInt32 = 0
+    /// The guest-physical view: guest RAM, and for the firmware path the image at the top
+    /// of 4 GiB plus (as on QEMU) its last 128 KiB aliased just below 1 MiB, both backed by
+    /// the same writable copy. Devices that DMA (fw_cfg) write through this view, so what
+    /// they put at a firmware address is what the guest reads there.
+    static func physicalMemory(_ memory: GuestMemory, firmware: MappedRegion?) throws(MachineError) -> GuestMemory {
+        guard let firmware else { return memory }
+        let aliasSize = min(firmware.size, 128 << 10)
         do {
-            for region in memory.regions {
-                if let firmware, region.guestBase.raw == 0 {
-                    let aliasSize = UInt64(min(firmware.size, 128 << 10))
-                    let aliasBase = BootLayout.highMemoryStart.raw - aliasSize
-                    try vm.setUserMemoryRegion(slot: slot, guestAddress: 0, size: aliasBase, hostAddress: region.hostAddress)
-                    slot += 1
-                    let fwHost = UInt64(UInt(bitPattern: firmware.base))
-                    try vm.setUserMemoryRegion(slot: slot, guestAddress: aliasBase, size: aliasSize,
-                                               hostAddress: fwHost + UInt64(firmware.size) - aliasSize)
-                    slot += 1
-                    try vm.setUserMemoryRegion(slot: slot, guestAddress: BootLayout.fourGiB - UInt64(firmware.size),
-                                               size: UInt64(firmware.size), hostAddress: fwHost)
-                    slot += 1
-                    let high = BootLayout.highMemoryStart.raw
-                    try vm.setUserMemoryRegion(slot: slot, guestAddress: high, size: region.size - high, hostAddress: region.hostAddress + high)
-                } else {
-                    try vm.setUserMemoryRegion(slot: slot, guestAddress: region.guestBase.raw, size: region.size, hostAddress: region.hostAddress)
-                }
-                slot += 1
+            return try memory.overlaid(with: [
+                GuestMemory.Window(guestBase: GuestAddress(BootLayout.highMemoryStart.raw - UInt64(aliasSize)),
+                                   mapping: firmware, offset: firmware.size - aliasSize, size: UInt64(aliasSize)),
+                GuestMemory.Window(guestBase: GuestAddress(BootLayout.fourGiB - UInt64(firmware.size)),
+                                   mapping: firmware, offset: 0, size: UInt64(firmware.size)),
+            ])
+        } catch { throw .memory(error) }
+    }
+
+    /// One KVM memory slot per region of the guest-physical view.
+    static func mapMemory(_ physical: GuestMemory, into vm: VirtualMachine) throws(MachineError) {
+        do {
+            for (slot, region) in physical.regions.enumerated() {
+                try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.guestBase.raw, size: region.size, hostAddress: region.hostAddress)
             }
         } catch { throw .kvm(error) }
     }

@@ -27,6 +27,8 @@ struct BootSample: Codable {
     var rssOverheadKiB: UInt64?
     var pssOverheadKiB: UInt64?
     var totalExits: Int?
+    /// VM exits by kind (sandbox only).
+    var exits: [String: Int]?
     var ok: Bool
 
     var summary: String {
@@ -90,6 +92,7 @@ struct BootBench {
             sample.kernelEntry = ms("kernel-entry")
             sample.userspace = ms("userspace")
             sample.totalExits = report.totalExits
+            sample.exits = report.exits
         }
         sample.ok = sample.marker != nil && status == 0
         return sample
@@ -128,6 +131,10 @@ struct BenchReport: Codable {
             if let rss = Self.stats(s.compactMap { $0.rssOverheadKiB.map(Double.init) }),
                let pss = Self.stats(s.compactMap { $0.pssOverheadKiB.map(Double.init) }) {
                 out += pad(v, 15) + pad("VMM memory (RSS / PSS)", 27) + "median \(Int(rss.median)) KiB / \(Int(pss.median)) KiB outside guest RAM\n"
+            }
+            if let exits = s.first?.exits, let total = s.first?.totalExits {
+                let kinds = exits.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key < $1.key }
+                out += pad(v, 15) + "VM exits, first run: \(total) = " + kinds.map { "\($0.value) \($0.key)" }.joined(separator: ", ") + "\n"
             }
             let failed = s.filter { !$0.ok }.count
             if failed > 0 { out += pad(v, 15) + "\(failed) of \(s.count) runs failed\n" }

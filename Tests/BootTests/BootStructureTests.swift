@@ -13,6 +13,15 @@ import Testing
         ])
     }
 
+    @Test func firmwareMapIsQEMUsRAMFromZeroWithoutLegacyHoles() throws {
+        // qboot takes the entry at address 0 as the size of low memory and rebases it to 1 MiB.
+        let memory = try GuestMemory(layout: try BootLayout.ramRegions(size: 4 << 30))
+        #expect(E820Map.firmwareEntries(for: memory.regions) == [
+            E820Entry(address: 0, size: 0xc000_0000, kind: .ram),
+            E820Entry(address: 0x1_0000_0000, size: (4 << 30) - 0xc000_0000, kind: .ram),
+        ])
+    }
+
     @Test func largeGuestSplitsAroundTheMMIOHole() throws {
         let regions = try BootLayout.ramRegions(size: 4 << 30)
         #expect(regions.count == 2)

@@ -1,3 +1,4 @@
+import LinuxSystem
 import Testing
 @testable import GuestMemory
 
@@ -57,6 +58,63 @@ import Testing
         #expect(try m.readFromFile(fd, offset: 10, into: GuestAddress(0x8000), length: 300) == 255) // short at EOF
         #expect(try m.readBytes(at: GuestAddress(0x8000), count: 255) == Array(0..<255))
         #expect(throws: GuestMemoryError.self) { try m.readFromFile(fd, offset: 0, into: GuestAddress(0xfffff), length: 2) }
+    }
+
+    @Test func largeCopiesArriveWhole() throws {
+        // Copies past the prefault threshold populate both sides first; the bytes are the same.
+        let m = try GuestMemory(size: 4 << 20)
+        let source = (0..<(GuestMemory.prefaultThreshold + 4097)).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        try m.write(bytes: source, at: GuestAddress(0x1_0123))
+        #expect(try m.readBytes(at: GuestAddress(0x1_0123), count: source.count) == source)
+        #expect(try m.read(UInt8.self, at: GuestAddress(0x1_0122)) == 0)
+    }
+
+    @Test func windowHidesTheRAMBehindItAndSharesItsMappingWithOtherWindows() throws {
+        let ram = try GuestMemory(size: 1 << 20)
+        let rom = try MappedRegion(anonymous: 0x2000)
+        let view = try ram.overlaid(with: [
+            GuestMemory.Window(guestBase: GuestAddress(0xff000), mapping: rom, offset: 0x1000, size: 0x1000),
+            GuestMemory.Window(guestBase: GuestAddress(0xffff_e000), mapping: rom, offset: 0, size: 0x2000),
+        ])
+        #expect(view.regions.map(\.guestBase.raw) == [0, 0xff000, 0xffff_e000])
+        #expect(view.regions.map(\.size) == [0xff000, 0x1000, 0x2000])
+        // A write through the low alias is what the guest reads at the top of 4 GiB, and the
+        // RAM behind the alias stays untouched.
+        try view.write(UInt32(0x1234_5678), at: GuestAddress(0xff010))
+        #expect(try view.read(UInt32.self, at: GuestAddress(0xffff_f010)) == 0x1234_5678)
+        #expect(try ram.read(UInt32.self, at: GuestAddress(0xff010)) == 0)
+        // RAM outside the window is the same RAM.
+        try view.write(UInt8(9), at: GuestAddress(0x1000))
+        #expect(try ram.read(UInt8.self, at: GuestAddress(0x1000)) == 9)
+        // The window is a region boundary like any other.
+        #expect(throws: GuestMemoryError.self) { try view.read(UInt64.self, at: GuestAddress(0xfeffc)) }
+    }
+
+    @Test func windowInTheMiddleSplitsARegionInTwo() throws {
+        let ram = try GuestMemory(size: 0x10000)
+        let rom = try MappedRegion(anonymous: 0x1000)
+        try ram.write(UInt8(7), at: GuestAddress(0x8000))
+        let view = try ram.overlaid(with: [GuestMemory.Window(guestBase: GuestAddress(0x4000), mapping: rom, offset: 0, size: 0x1000)])
+        #expect(view.regions.map(\.guestBase.raw) == [0, 0x4000, 0x5000])
+        #expect(view.regions[2].hostAddress == ram.regions[0].hostAddress + 0x5000)
+        #expect(try view.read(UInt8.self, at: GuestAddress(0x8000)) == 7)
+    }
+
+    @Test func rejectsWindowsThatOverlapOrDoNotFitTheirMapping() throws {
+        let ram = try GuestMemory(size: 0x10000)
+        let rom = try MappedRegion(anonymous: 0x1000)
+        #expect(throws: GuestMemoryError.self) {
+            try GuestMemory.Window(guestBase: GuestAddress(0), mapping: rom, offset: 0x800, size: 0x1000)
+        }
+        #expect(throws: GuestMemoryError.self) {
+            try GuestMemory.Window(guestBase: GuestAddress(0), mapping: rom, offset: -1, size: 0x10)
+        }
+        #expect(throws: GuestMemoryError.self) {
+            try ram.overlaid(with: [
+                GuestMemory.Window(guestBase: GuestAddress(0x2000), mapping: rom, offset: 0, size: 0x1000),
+                GuestMemory.Window(guestBase: GuestAddress(0x2800), mapping: rom, offset: 0, size: 0x1000),
+            ])
+        }
     }
 }
 

@@ -1,4 +1,5 @@
 import GuestMemory
+import LinuxSystem
 import Testing
 @testable import LegacyDevices
 
@@ -101,4 +102,81 @@ import Testing
                 length: .max, address: 0x80000)
         #expect(try memory.read(UInt32.self, at: GuestAddress(0x1000)) == FwCfg.DMAControl.error.bigEndian)
     }
+
+    /// Kicks a DMA with only the low half of the address written (what a 32-bit firmware such as qboot does).
+    func kickLow(_ at: UInt32) {
+        withUnsafeBytes(of: at.bigEndian) { device.write(offset: 8, data: $0) }
+    }
+
+    @Test func highHalfOfTheDMAAddressCountsForOneTransferOnly() throws {
+        // A transfer whose descriptor is above 4 GiB fails (no such memory here) ...
+        withUnsafeBytes(of: UInt32(1).bigEndian) { device.write(offset: 4, data: $0) }
+        kickLow(0x1000)
+        #expect(device.dmaCounters.errors == 1)
+        // ... and the next low-half-only write means an address below 4 GiB again.
+        try memory.write((UInt32(FwCfg.Selector.kernelData) << 16 | FwCfg.DMAControl.select | FwCfg.DMAControl.read).bigEndian, at: GuestAddress(0x1000))
+        try memory.write(UInt32(100).bigEndian, at: GuestAddress(0x1004))
+        try memory.write(UInt64(0x2000).bigEndian, at: GuestAddress(0x1008))
+        kickLow(0x1000)
+        #expect(device.dmaCounters == (1, 1))
+        #expect(try memory.read(UInt32.self, at: GuestAddress(0x1000)) == 0)
+        #expect(try memory.readBytes(at: GuestAddress(0x2000), count: 4) == [0, 1, 2, 3])
+    }
+
+    @Test func dmaWithoutSelectContinuesWhereThePortReadsStopped() throws {
+        // qboot reads the directory's count through the data port, then all entries in one DMA read.
+        select(FwCfg.Selector.fileDirectory)
+        #expect(readData(4) == [0, 0, 0, 2])
+        try dma(at: 0x1000, control: FwCfg.DMAControl.read, length: 128, address: 0x2000)
+        let entries = try memory.readBytes(at: GuestAddress(0x2000), count: 128)
+        #expect(Array(entries[8..<15]) == Array("a/first".utf8))
+        #expect(Array(entries[72..<80]) == Array("etc/e820".utf8))
+        #expect(entries[68..<72] == [0, 0x21, 0, 0]) // be16 selector, be16 reserved
+    }
+
+    @Test func dmaIntoAFirmwareWindowLandsWhereTheGuestReadsIt() throws {
+        // qboot allocates its copy of the file directory in the F segment, which is the
+        // firmware image's alias; the device must write the image, not the RAM behind it.
+        let ram = try GuestMemory(size: 1 << 20)
+        let rom = try MappedRegion(anonymous: 0x10000)
+        let physical = try ram.overlaid(with: [
+            GuestMemory.Window(guestBase: GuestAddress(0xf0000), mapping: rom, offset: 0, size: 0x10000),
+            GuestMemory.Window(guestBase: GuestAddress(0xffff_0000), mapping: rom, offset: 0, size: 0x10000),
+        ])
+        let fwCfg = FwCfg(items: [FwCfg.Selector.kernelData: .bytes(Array(0..<16))], files: [:], memory: physical)
+        try physical.write((UInt32(FwCfg.Selector.kernelData) << 16 | FwCfg.DMAControl.select | FwCfg.DMAControl.read).bigEndian, at: GuestAddress(0x7000))
+        try physical.write(UInt32(16).bigEndian, at: GuestAddress(0x7004))
+        try physical.write(UInt64(0xf3000).bigEndian, at: GuestAddress(0x7008))
+        withUnsafeBytes(of: UInt32(0x7000).bigEndian) { fwCfg.write(offset: 8, data: $0) }
+        #expect(fwCfg.dmaCounters == (1, 0))
+        #expect(try physical.readBytes(at: GuestAddress(0xf3000), count: 16) == Array(0..<16))
+        #expect(try physical.readBytes(at: GuestAddress(0xffff_3000), count: 16) == Array(0..<16))
+        #expect(try ram.readBytes(at: GuestAddress(0xf3000), count: 16) == [UInt8](repeating: 0, count: 16))
+    }
+
+    @Test func mappedFileItemReadsTheSameAfterItsCopiedPagesAreGivenBack() throws {
+        // The device drops the host pages of a mapped item once they are in the guest; a
+        // second read (a firmware may re-read) still gets the file's bytes.
+        let path = "/tmp/sandbox-fwcfg-test-\(getpid())"
+        let bytes = (0..<(3 * 4096 + 100)).map { UInt8(truncatingIfNeeded: $0 &* 7) }
+        let fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0o600)
+        #expect(fd >= 0)
+        defer { close(fd); unlink(path) }
+        #expect(bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) } == bytes.count)
+        let file = try FileDescriptor.open(path, O_RDONLY)
+        let region = try MappedRegion(file: file, size: bytes.count, writable: false, shared: false)
+        let fwCfg = FwCfg(items: [FwCfg.Selector.initrdData: .mapped(region, offset: 100, length: bytes.count - 100)], files: [:], memory: memory)
+        for target: UInt64 in [0x10000, 0x20000] {
+            try memory.write((UInt32(FwCfg.Selector.initrdData) << 16 | FwCfg.DMAControl.select | FwCfg.DMAControl.read).bigEndian, at: GuestAddress(0x1000))
+            try memory.write(UInt32(bytes.count - 100).bigEndian, at: GuestAddress(0x1004))
+            try memory.write(target.bigEndian, at: GuestAddress(0x1008))
+            withUnsafeBytes(of: UInt32(0x1000).bigEndian) { fwCfg.write(offset: 8, data: $0) }
+            #expect(try memory.readBytes(at: GuestAddress(target), count: bytes.count - 100) == Array(bytes[100...]))
+        }
+        #expect(fwCfg.dmaCounters == (2, 0))
+    }
 }
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -47,6 +47,25 @@ struct KernelBootTests {
         #expect(marks.contains(BootTimer.Milestone.firmwareKernelEntry.rawValue))
         #expect((machine.fwCfg?.dmaCounters.transfers ?? 0) > 0)
     }
+
+    /// Debian's stock qboot ROM (qemu-system-data), the firmware QEMU's microvm boots with.
+    static let stockQboot = "/usr/share/qemu/bios-microvm.bin"
+    /// The PVH vmlinux: qboot finds the ELF magic in the setup blob and enters it through
+    /// its PVH path, which skips decompression (a bzImage also boots, a minute slower here).
+    static let stockQbootKernel = "vmlinux"
+
+    /// The stock qboot ROM boots the kernel through the VMM's fw_cfg device exactly as on
+    /// QEMU: file directory and `etc/e820`, DMA into its own F segment, the kernel items.
+    @Test(.enabled(if: FileManager.default.fileExists(atPath: KernelBootTests.stockQboot),
+                   "needs Debian's stock qboot at /usr/share/qemu/bios-microvm.bin (package qemu-system-data)"))
+    func stockQbootBootsTheKernelThroughFwCfg() throws {
+        let (exit, text, machine) = try Self.boot(kernel: try Self.require(Self.stockQbootKernel), firmware: Self.stockQboot)
+        #expect(exit == .guestReset, "guest ended with \(exit); console:\n\(text.suffix(3000))")
+        Self.expectUserspace(text, cpus: 1)
+        let dma = machine.fwCfg?.dmaCounters
+        #expect((dma?.transfers ?? 0) > 0, "qboot reads through DMA")
+        #expect(dma?.errors == 0)
+    }
 }
 
 /// The `sandbox boot` command line: bad inputs get one clear line and leave nothing running.

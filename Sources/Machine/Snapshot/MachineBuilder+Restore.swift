@@ -77,7 +77,7 @@ extension MachineBuilder {
             try vm.createIRQChip()
             try vm.createPIT2()
         } catch { throw .kvm(error) }
-        try MachineBuilder.mapMemory(memory, firmware: nil, into: vm)
+        try MachineBuilder.mapMemory(memory, into: vm)
         try VMStateIO.apply(vmBlob, to: vm)
         phases.append(.init("vm-restored"))
 
