@@ -6,7 +6,8 @@ import Testing
 final class PrivateContainerd: @unchecked Sendable {
     static let repository = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
     static let buildDirectory = repository.appendingPathComponent("build").path
-    static let shimDirectory = repository.appendingPathComponent(".build/debug").path
+    /// The products built next to this test binary (whatever the scratch path).
+    static let shimDirectory = URL(fileURLWithPath: "/proc/self/exe").resolvingSymlinksInPath().deletingLastPathComponent().path
     static let image = "docker.io/library/sbx-busybox:test"
 
     static var available: Bool {
