@@ -105,3 +105,13 @@ package.targets += [
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
     ]),
 ]
+
+// MARK: - The pool: ready sandboxes (shim processes with a restored VM) handed out per claim.
+package.targets += [
+    // `sandbox pool`'s daemon, its line protocol and the claimant's client; knows nothing of VMs.
+    .target(name: "Pool", dependencies: ["LinuxSystem", "CLinux"]),
+    .testTarget(name: "PoolTests", dependencies: ["Pool", "LinuxSystem"]),
+]
+for target in package.targets where target.name == "Shim" || target.name == "sandbox" || target.name == "ShimTests" {
+    target.dependencies.append("Pool")
+}
