@@ -87,6 +87,10 @@ extension BenchScaleCommand {
             let bundle = dir + "/start-\(i)"
             mkdir(bundle, 0o755)
             guard chdir(bundle) == 0 else { continue }
+            // A pooled start is timed against a ready member (not a fallback to the restore path).
+            if usePool {
+                for _ in 0..<Int(timeout * 100) where (try? PoolClient.status(socket: pool))?["ready"].flatMap({ Int($0) }) ?? 0 == 0 { usleep(10_000) }
+            }
             let argv = [shim, "-namespace", "bench", "-address", dir + "/none.sock", "-id", "start-\(i)", "start"]
             guard let child = try? ChildProcess(argv, environment: usePool ? ["SANDBOX_POOL": pool] : ["SANDBOX_POOL": ""]) else { continue }
             let status = child.waitForExit(until: MonotonicInstant(nanoseconds: MonotonicInstant.now().nanoseconds + 30_000_000_000))
