@@ -175,7 +175,8 @@ public final class Pool {
         for m in members where m.state != .stopping {
             if let pss = ProcessMemory.pss(pid: m.pid) {
                 m.pss = pss
-                if m.state == .ready { measuredMax = max(measuredMax, pss) }
+                // A starting member's peak counts too: the next one may reach it before it is measured.
+                measuredMax = max(measuredMax, pss)
             }
             if m.state == .starting, now.milliseconds(since: m.spawned) > configuration.readyTimeout * 1000 {
                 Log.warning("pool: member \(m.pid) not ready after \(configuration.readyTimeout) s; ending it")
