@@ -81,9 +81,19 @@ public final class Pool {
     /// What a new member is expected to cost.
     var memberEstimate: UInt64 { measuredMax > 0 ? measuredMax : configuration.initialMemberEstimate }
 
-    /// PSS of every unclaimed member, a starting one counted at no less than the estimate.
-    var usedMemory: UInt64 {
-        members.reduce(0) { $0 + ($1.state == .starting ? max($1.pss, memberEstimate) : $1.pss) }
+    /// PSS of every unclaimed member (see `memory(includingStopping:)`).
+    var usedMemory: UInt64 { memory(includingStopping: true) }
+
+    /// The unclaimed members' PSS, a starting one counted at no less than the estimate;
+    /// members being stopped still hold theirs until they are gone.
+    func memory(includingStopping: Bool) -> UInt64 {
+        members.reduce(0) { sum, m in
+            switch m.state {
+            case .starting: sum + max(m.pss, memberEstimate)
+            case .ready: sum + m.pss
+            case .stopping: sum + (includingStopping ? m.pss : 0)
+            }
+        }
     }
 
     /// Serves until `shouldStop` returns true (checked at least every 100 ms), then stops
@@ -185,10 +195,10 @@ public final class Pool {
         }
     }
 
-    /// While the unclaimed members exceed the budget, ends the newest ready one.
+    /// While the unclaimed members exceed the budget (a starting one counted at no less
+    /// than the estimate), ends the newest one.
     func trimToBudget() {
-        while members.reduce(UInt64(0), { $0 + ($1.state == .stopping ? 0 : $1.pss) }) > configuration.memoryBudget,
-              let newest = members.last(where: { $0.state == .ready }) {
+        while memory(includingStopping: false) > configuration.memoryBudget, let newest = members.last(where: { $0.state != .stopping }) {
             trimmed += 1
             stop(newest)
         }
