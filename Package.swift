@@ -145,3 +145,13 @@ if Context.environment["SANDBOX_FUZZ"] != nil {
     package.products += [.executable(name: "sandbox-fuzz", targets: ["sandbox-fuzz"])]
     package.targets += [.executableTarget(name: "sandbox-fuzz", dependencies: ["FuzzTargets"], path: "Fuzz/Driver")]
 }
+
+// MARK: - The pool: ready sandboxes (shim processes with a restored VM) handed out per claim.
+package.targets += [
+    // `sandbox pool`'s daemon, its line protocol and the claimant's client; knows nothing of VMs.
+    .target(name: "Pool", dependencies: ["LinuxSystem", "CLinux"]),
+    .testTarget(name: "PoolTests", dependencies: ["Pool", "LinuxSystem"]),
+]
+for target in package.targets where target.name == "Shim" || target.name == "sandbox" || target.name == "ShimTests" {
+    target.dependencies.append("Pool")
+}

@@ -26,13 +26,14 @@ public final class SandboxVM: Sendable {
     }
 
     /// Restores a VM from the agent template (built on first use) with `rootfsImage` as its
-    /// disk, starts it, connects to the agent and reseeds it.
-    public static func start(assets: ShimAssets, name: String, rootfsImage: String, hostname: String) async throws(ShimError) -> SandboxVM {
+    /// disk, starts it, connects to the agent and reseeds it. A pooled VM has neither yet:
+    /// it keeps the placeholder disk and is reseeded when it is claimed (`attachRootfs`, `reseed`).
+    public static func start(assets: ShimAssets, name: String, rootfsImage: String?, hostname: String?) async throws(ShimError) -> SandboxVM {
         try assets.prepare()
         let template = assets.templateConfig()
         let uds = assets.runtimeDirectory + "/" + name + ".vsock"
         var config = template
-        config.disks = [DiskConfig(path: rootfsImage, readOnly: true, serial: "rootfs")]
+        if let rootfsImage { config.disks = [DiskConfig(path: rootfsImage, readOnly: true, serial: "rootfs")] }
         config.vsock = VsockConfig(cid: 3, udsPath: uds)
         var builder = MachineBuilder(config: config)
         builder.consoleOutput = assets.consoleSink(name: name)
@@ -72,7 +73,7 @@ public final class SandboxVM: Sendable {
         return try await connect(machine: machine, uds: uds, hostname: hostname, restored: restored)
     }
 
-    static func connect(machine: Machine, uds: String, hostname: String, restored: Bool) async throws(ShimError) -> SandboxVM {
+    static func connect(machine: Machine, uds: String, hostname: String?, restored: Bool) async throws(ShimError) -> SandboxVM {
         // A restored guest first handles the vsock transport reset the device sends for the
         // streams of the template; a connection made in that window is reset with them. So
         // the first call (Hello) is retried on a fresh connection when the stream closes.
@@ -104,24 +105,43 @@ public final class SandboxVM: Sendable {
                 machine.requestStop(.stopped)
                 throw error
             }
-            do {
-                var seed = [UInt8](repeating: 0, count: 64)
-                _ = seed.withUnsafeMutableBytes { getrandom($0.baseAddress, 64, 0) }
-                var ts = timespec()
-                clock_gettime(CLOCK_REALTIME, &ts)
-                let reseed = Sandbox_Agent_V1_ReseedRequest.with {
-                    $0.unixTimeNanos = Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
-                    $0.randomSeed = Data(seed)
-                    $0.hostname = hostname
+            if let hostname {
+                do { try await vm.reseed(hostname: hostname) } catch {
+                    vm.stop()
+                    throw error
                 }
-                let _: Google_Protobuf_Empty = try await vm.call("Reseed", reseed)
-            } catch {
-                vm.stop()
-                throw error
             }
             if attempt > 1 { Log.debug("agent answered on connection \(attempt)") }
             return vm
         }
+    }
+
+    /// Gives the guest a fresh clock, 64 bytes of host entropy and its hostname: every VM
+    /// restored from one template starts with the same clock and entropy pool.
+    public func reseed(hostname: String) async throws(ShimError) {
+        var seed = [UInt8](repeating: 0, count: 64)
+        _ = seed.withUnsafeMutableBytes { getrandom($0.baseAddress, 64, 0) }
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        let reseed = Sandbox_Agent_V1_ReseedRequest.with {
+            $0.unixTimeNanos = Int64(ts.tv_sec) * 1_000_000_000 + Int64(ts.tv_nsec)
+            $0.randomSeed = Data(seed)
+            $0.hostname = hostname
+        }
+        let _: Google_Protobuf_Empty = try await call("Reseed", reseed)
+    }
+
+    /// Puts `image` behind the VM's rootfs disk (a pooled VM restored with the placeholder)
+    /// and waits until the guest driver has read the new capacity, so that a mount that
+    /// follows sees the whole image.
+    public func attachRootfs(_ image: String) async throws(ShimError) {
+        let before: Int
+        do { before = try machine.replaceDiskImage(0, path: image) } catch { throw .machine(error) }
+        let disk = machine.blockDevices[0].device
+        for _ in 0..<2000 where disk.capacityReads <= before {
+            try? await Task.sleep(for: .milliseconds(1))
+        }
+        if disk.capacityReads <= before { Log.warning("the guest has not re-read the rootfs disk's capacity yet") }
     }
 
     /// Calls an agent method.

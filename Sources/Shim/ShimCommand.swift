@@ -58,6 +58,7 @@ public enum ShimCommand {
         switch flags.action {
         case "start": exit(start(flags, environment: environment))
         case "delete": exit(delete(flags, environment: environment))
+        case "pooled": pooled(flags, environment: environment)
         default: serve(flags, environment: environment)
         }
     }
@@ -94,37 +95,18 @@ public enum ShimCommand {
         let assets = ShimAssets(environment: environment)
         do { try makeDirectory(assets.runtimeDirectory + "/s") } catch { return fail("\(error)") }
         let path = socketPath(flags, assets)
+        if let claimed = claimFromPool(flags, socket: path, environment: environment) {
+            let bundle = cwd()
+            writeFile(bundle + "/address", claimed.address)
+            writeFile(bundle + "/shim.pid", String(claimed.pid))
+            print(claimed.address, terminator: "")
+            return 0
+        }
         let listener: FileDescriptor
         do { listener = try UnixSocket.listen(path: path) } catch { return fail("listen \(path): \(error)") }
-        // Move it above 3 so the child's dup2 onto 3 always clears close-on-exec.
-        let high = fcntl(listener.rawValue, F_DUPFD_CLOEXEC, 10)
-        guard high >= 0 else { return fail("fcntl: \(String(cString: strerror(errno)))") }
-        let highFD = FileDescriptor(owning: high)
-
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        for fd: Int32 in [0, 1, 2] { posix_spawn_file_actions_addopen(&actions, fd, "/dev/null", fd == 0 ? O_RDONLY : O_WRONLY, 0) }
-        posix_spawn_file_actions_adddup2(&actions, highFD.rawValue, 3)
-        // Only the listener goes along: any other inherited fd (a caller's pipe without
-        // close-on-exec) would otherwise stay open for the server's whole life.
-        sbx_spawn_actions_closefrom(&actions, 4)
-        var attr = posix_spawnattr_t()
-        posix_spawnattr_init(&attr)
-        defer { posix_spawnattr_destroy(&attr) }
-        // A clean signal state: the caller's mask and ignored signals are not the server's.
-        var none = sigset_t(), all = sigset_t()
-        sigemptyset(&none)
-        sigfillset(&all)
-        posix_spawnattr_setsigmask(&attr, &none)
-        posix_spawnattr_setsigdefault(&attr, &all)
-        posix_spawnattr_setflags(&attr, sbx_POSIX_SPAWN_SETSID | Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         let argv = [selfPath(), "-namespace", flags.namespace, "-id", flags.id, "-address", flags.address] + (flags.debug ? ["-debug"] : []) + ["serve"]
-        let cArgs = argv.map { strdup($0) } + [nil]
-        defer { cArgs.forEach { free($0) } }
-        var pid: pid_t = 0
-        let rc = posix_spawn(&pid, argv[0], &actions, &attr, cArgs, environ)
-        guard rc == 0 else { return fail("spawn the shim server: \(String(cString: strerror(rc)))") }
+        let pid: pid_t
+        do { pid = try DetachedSpawn.spawn(argv, passing: listener) } catch { return fail("spawn the shim server: \(error)") }
         let bundle = cwd()
         writeFile(bundle + "/address", "unix://" + path)
         writeFile(bundle + "/shim.pid", String(pid))
@@ -180,12 +162,7 @@ public enum ShimCommand {
     // MARK: - serve
 
     static func serve(_ flags: Flags, environment: [String: String]) -> Never {
-        // containerd copies the bundle's `log` FIFO into its own log.
-        let log = open("log", O_WRONLY | O_NONBLOCK | O_CLOEXEC)
-        if log >= 0 {
-            dup2(log, 2)
-            close(log)
-        }
+        logToBundle()
         Log.setLevel(flags.debug ? .debug : .info)
         signal(SIGPIPE, SIG_IGN)
         let assets = ShimAssets(environment: environment)

@@ -61,9 +61,13 @@ public actor TaskService {
     var creating = false
     var nextPort: UInt32 = 10_000
 
-    public init(assets: ShimAssets, events: EventPublisher, exitProcess: @escaping @Sendable () -> Void) {
+    /// A VM restored before this task existed (a pool member's): Create uses it instead of restoring one.
+    var pooledVM: SandboxVM?
+
+    public init(assets: ShimAssets, events: EventPublisher, pooledVM: SandboxVM? = nil, exitProcess: @escaping @Sendable () -> Void) {
         self.assets = assets
         self.events = events
+        self.pooledVM = pooledVM
         self.exitProcess = exitProcess
     }
 
@@ -156,7 +160,7 @@ public actor TaskService {
         do { image = try await blocking("sbx-rootfs") { try cache.image(for: layers) } } catch {
             throw (error as? ShimError) ?? .unavailable("\(error)")
         }
-        let vm = try await SandboxVM.start(assets: assets, name: vmName(r.id), rootfsImage: image, hostname: hostname(config) ?? String(r.id.prefix(63)))
+        let vm = try await sandboxVM(name: vmName(r.id), rootfsImage: image, hostname: hostname(config) ?? String(r.id.prefix(63)))
         let initProcess = Process(execID: "", stdin: r.stdin, stdout: r.stdout, stderr: r.stderr, terminal: r.terminal)
         allocatePorts(initProcess)
         let request = Sandbox_Agent_V1_CreateContainerRequest.with {
@@ -217,6 +221,20 @@ public actor TaskService {
         let vm = c.vm
         Task { await self.monitor(containerID: containerID, process: p, vm: vm) }
         return .with { $0.pid = p.pid }
+    }
+
+    /// The pooled VM with `rootfsImage` attached and reseeded, or a VM restored now.
+    func sandboxVM(name: String, rootfsImage: String, hostname: String) async throws(ShimError) -> SandboxVM {
+        guard let vm = pooledVM else { return try await SandboxVM.start(assets: assets, name: name, rootfsImage: rootfsImage, hostname: hostname) }
+        pooledVM = nil
+        do {
+            try await vm.attachRootfs(rootfsImage)
+            try await vm.reseed(hostname: hostname)
+        } catch {
+            vm.stop()
+            throw error
+        }
+        return vm
     }
 
     /// Waits for the process in the guest, then for its output to reach the FIFOs, then

@@ -25,8 +25,11 @@ struct BenchScaleCommand: ParsableCommand {
     @Option(help: "Starts in flight at once.")
     var parallel: Int = 2
 
-    @Option(help: "restore (from the template) or boot (cold boots).")
+    @Option(help: "restore (from the template), boot (cold boots) or pool (claims from a pool of --parallel ready shim members).")
     var mode: String = "restore"
+
+    @Option(help: "--mode pool: memory budget of the pool's unclaimed members.")
+    var poolBudget: String = "4G"
 
     @Option(help: "Template directory (default: built or found for the machine options, with sandbox.test=idle).")
     var template: String?
@@ -39,6 +42,7 @@ struct BenchScaleCommand: ParsableCommand {
 
     func run() throws {
         guard count >= 1, parallel >= 1 else { throw ValidationError("--count and --parallel must be positive") }
+        if mode == "pool" { return try runPool() }
         var base: [String]
         switch mode {
         case "restore":
@@ -120,6 +124,10 @@ struct ScaleResult: Codable {
     var memAvailableDropPerSandboxKiB: UInt64?
     var stopSeconds: Double
     var stoppedBecause: String?
+    /// --mode pool: the successful claim request alone, and the shim's `start` with and without the pool.
+    var claimP50: Double?
+    var shimStartPoolP50: Double?
+    var shimStartRestorePathP50: Double?
 
     var text: String {
         func f(_ v: Double?) -> String { v.map { format3($0) + " ms" } ?? "-" }
@@ -128,6 +136,10 @@ struct ScaleResult: Codable {
         s += "start latency: p50 \(f(p50)), p99 \(f(p99))\n"
         s += "memory per live sandbox: PSS \(pssPerSandboxKiB.map { "\($0) KiB" } ?? "-"), MemAvailable drop \(memAvailableDropPerSandboxKiB.map { "\($0) KiB" } ?? "-")\n"
         s += "stopping all took \(format3(stopSeconds)) s\n"
+        if let claimP50 { s += "claim (request → address, member ready): p50 \(f(claimP50))\n" }
+        if shimStartPoolP50 != nil || shimStartRestorePathP50 != nil {
+            s += "shim start (spawn → address printed): with the pool p50 \(f(shimStartPoolP50)), restore path p50 \(f(shimStartRestorePathP50)) (its restore happens later, in Create)\n"
+        }
         if let stoppedBecause { s += "stopped early: \(stoppedBecause)\n" }
         return s
     }

@@ -24,7 +24,8 @@ final class PrivateContainerd: @unchecked Sendable {
     let daemon: Process
     var socket: String { directory + "/containerd.sock" }
 
-    init() throws {
+    /// `environment` is added to containerd's (and so its shims').
+    init(environment extra: [String: String] = [:]) throws {
         // A write to a child that already exited must fail with EPIPE, not end the test run.
         signal(SIGPIPE, SIG_IGN)
         directory = "/tmp/sbx-ctd-" + String(UUID().uuidString.prefix(8)).lowercased()
@@ -53,6 +54,7 @@ final class PrivateContainerd: @unchecked Sendable {
         // containerd's layers go with it.
         env["SANDBOX_ROOTFS_CACHE"] = directory + "/rootfs-images"
         env["SANDBOX_CONSOLE_DIR"] = directory + "/console"
+        env.merge(extra) { $1 }
         daemon.environment = env
         _ = FileManager.default.createFile(atPath: directory + "/containerd.log", contents: nil)
         daemon.standardOutput = FileHandle(forWritingAtPath: directory + "/containerd.log")

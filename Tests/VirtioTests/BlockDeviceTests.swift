@@ -53,6 +53,25 @@ import VirtioTestDriver
         #expect(t.readConfig(64, 4) == [0, 0, 0, 0]) // past the end reads zero
     }
 
+    @Test func replacedImageServesReadsWithItsOwnCapacity() throws {
+        let (dev, t) = try device(readOnly: true)
+        let other = image + ".other"
+        defer { try? FileManager.default.removeItem(atPath: other) }
+        try Data([UInt8](repeating: 0x5a, count: 32 * 512)).write(to: URL(fileURLWithPath: other))
+        let reads = dev.capacityReads
+        try dev.replaceImage(path: other)
+        #expect(dev.path == other)
+        #expect(dev.capacity == 32)
+        #expect(dev.capacityReads == reads, "nothing read the config yet")
+        #expect(t.readConfig(0, 8) == [32, 0, 0, 0, 0, 0, 0, 0])
+        #expect(dev.capacityReads > reads)
+        let buf = try q.buffer(512)
+        #expect(try request(t, type: 0, sector: 20, data: buf, length: 512).0 == 0, "a sector past the old image's end")
+        #expect(try memory.readBytes(at: buf, count: 1) == [0x5a])
+        #expect(throws: (any Error).self) { try dev.replaceImage(path: other + ".missing") }
+        #expect(dev.capacity == 32, "a failed replacement keeps the image")
+    }
+
     @Test func readsSectorsIntoGuestBuffers() throws {
         let (_, t) = try device()
         let buf = try q.buffer(1024)

@@ -33,16 +33,29 @@ public final class BlockDevice: VirtioDevice {
     public let deviceType = VirtioDeviceType.block
     public let queueSizes: [UInt16] = [BlockDevice.queueSize]
     public let offeredFeatures: UInt64
-    /// The backing image.
-    public let path: String
+    /// The backing image (another one may be put in its place: `replaceImage`).
+    public var path: String { backend.withLock { $0.path } }
     public let readOnly: Bool
     /// Capacity in 512-byte sectors (a partial last sector is not exposed).
-    public let capacity: UInt64
+    public var capacity: UInt64 { backend.withLock { $0.capacity } }
     /// The serial the guest reads with GET_ID.
     public let serial: String
-    let file: FileDescriptor
     /// The rate limit on the request queue, if any.
     public let throttle: QueueThrottle?
+    /// The image file and what was derived from it; a request uses the one it started with.
+    final class Backend: Sendable {
+        let path: String
+        let file: FileDescriptor
+        let capacity: UInt64
+        init(path: String, readOnly: Bool) throws(SystemError) {
+            self.path = path
+            file = try FileDescriptor.open(path, readOnly ? O_RDONLY : O_RDWR)
+            capacity = try file.size() / BlockDevice.sectorSize
+        }
+    }
+    private let backend: Mutex<Backend>
+    /// How often the driver read the capacity field of the config space.
+    private let capacityReadCount = Mutex(0)
     private let context = Mutex<VirtioContext?>(nil)
     private let counters = Mutex(Counters())
 
@@ -56,11 +69,9 @@ public final class BlockDevice: VirtioDevice {
     /// Opens `path` (read-only when `readOnly`); the capacity is its size rounded down to
     /// sectors. With a `throttle`, requests wait for its tokens.
     public init(path: String, readOnly: Bool, serial: String? = nil, throttle: QueueThrottle? = nil) throws(SystemError) {
-        self.path = path
         self.readOnly = readOnly
         self.throttle = throttle
-        file = try FileDescriptor.open(path, readOnly ? O_RDONLY : O_RDWR)
-        capacity = try file.size() / BlockDevice.sectorSize
+        backend = Mutex(try Backend(path: path, readOnly: readOnly))
         self.serial = serial ?? String(path.split(separator: "/").last ?? "disk")
         var features = Feature.flush | Feature.segMax | Feature.blockSize
         if readOnly { features |= Feature.readOnly }
@@ -68,6 +79,17 @@ public final class BlockDevice: VirtioDevice {
     }
 
     public var statistics: Counters { counters.withLock { $0 } }
+
+    /// Puts the image at `path` behind the disk (same read-only mode); requests already
+    /// being served finish on the old one. The transport must then announce a config
+    /// change so that the driver re-reads the capacity (`capacityReads` counts it).
+    public func replaceImage(path: String) throws(SystemError) {
+        let new = try Backend(path: path, readOnly: readOnly)
+        backend.withLock { $0 = new }
+    }
+
+    /// Reads of the capacity field by the driver so far.
+    public var capacityReads: Int { capacityReadCount.withLock { $0 } }
 
     /// struct virtio_blk_config up to blk_size: capacity, size_max, seg_max, geometry, blk_size.
     var config: [UInt8] {
@@ -82,6 +104,7 @@ public final class BlockDevice: VirtioDevice {
     }
 
     public func readConfig(offset: Int, into data: UnsafeMutableRawBufferPointer) {
+        if offset < 8 { capacityReadCount.withLock { $0 += 1 } }
         readConfigBytes(config, offset: offset, into: data)
     }
 
@@ -132,15 +155,16 @@ public final class BlockDevice: VirtioDevice {
 
     /// Serves one parsed request; returns the bytes written into device-writable buffers.
     func handle(_ request: BlockRequest, _ chain: DescriptorChain, _ memory: GuestMemory) throws(VirtQueueError) -> Int {
+        let disk = backend.withLock { $0 }
         let status: UInt8
         var dataWritten = 0
         switch request.type {
         case RequestType.in:
-            (status, dataWritten) = read(sector: request.sector, into: request.dataIn, memory)
+            (status, dataWritten) = read(disk, sector: request.sector, into: request.dataIn, memory)
         case RequestType.out:
-            status = write(sector: request.sector, from: request.dataOut, memory)
+            status = write(disk, sector: request.sector, from: request.dataOut, memory)
         case RequestType.flush:
-            status = fdatasync(file.rawValue) == 0 ? RequestStatus.ok : RequestStatus.ioError
+            status = fdatasync(disk.file.rawValue) == 0 ? RequestStatus.ok : RequestStatus.ioError
             counters.withLock { $0.flushes += 1 }
         case RequestType.getID:
             var id = Array(serial.utf8.prefix(BlockDevice.idLength))
@@ -161,22 +185,22 @@ public final class BlockDevice: VirtioDevice {
     }
 
     /// Whether [sector, sector + bytes/512) lies inside the disk.
-    func inRange(sector: UInt64, bytes: Int) -> Bool {
+    func inRange(_ disk: Backend, sector: UInt64, bytes: Int) -> Bool {
         let sectors = (UInt64(bytes) + BlockDevice.sectorSize - 1) / BlockDevice.sectorSize
         let (end, overflow) = sector.addingReportingOverflow(sectors)
-        return !overflow && end <= capacity
+        return !overflow && end <= disk.capacity
     }
 
-    func read(sector: UInt64, into pieces: [(GuestAddress, Int)], _ memory: GuestMemory) -> (UInt8, Int) {
+    func read(_ disk: Backend, sector: UInt64, into pieces: [(GuestAddress, Int)], _ memory: GuestMemory) -> (UInt8, Int) {
         let total = pieces.reduce(0) { $0 + $1.1 }
-        guard total % Int(BlockDevice.sectorSize) == 0, inRange(sector: sector, bytes: total) else {
+        guard total % Int(BlockDevice.sectorSize) == 0, inRange(disk, sector: sector, bytes: total) else {
             return (RequestStatus.ioError, 0)
         }
         var offset = sector * BlockDevice.sectorSize
         var done = 0
         for (address, length) in pieces {
             do {
-                let n = try memory.readFromFile(file.rawValue, offset: offset, into: address, length: length)
+                let n = try memory.readFromFile(disk.file.rawValue, offset: offset, into: address, length: length)
                 if n < length { try memory.zero(at: GuestAddress(address.raw + UInt64(n)), length: UInt64(length - n)) }
             } catch {
                 return (RequestStatus.ioError, done)
@@ -191,17 +215,17 @@ public final class BlockDevice: VirtioDevice {
         return (RequestStatus.ok, done)
     }
 
-    func write(sector: UInt64, from pieces: [(GuestAddress, Int)], _ memory: GuestMemory) -> UInt8 {
+    func write(_ disk: Backend, sector: UInt64, from pieces: [(GuestAddress, Int)], _ memory: GuestMemory) -> UInt8 {
         if readOnly {
             counters.withLock { $0.rejectedWrites += 1 }
             return RequestStatus.ioError
         }
         let total = pieces.reduce(0) { $0 + $1.1 }
-        guard total % Int(BlockDevice.sectorSize) == 0, inRange(sector: sector, bytes: total) else { return RequestStatus.ioError }
+        guard total % Int(BlockDevice.sectorSize) == 0, inRange(disk, sector: sector, bytes: total) else { return RequestStatus.ioError }
         var offset = sector * BlockDevice.sectorSize
         for (address, length) in pieces {
             do {
-                guard try memory.writeToFile(file.rawValue, offset: offset, from: address, length: length) == length else { return RequestStatus.ioError }
+                guard try memory.writeToFile(disk.file.rawValue, offset: offset, from: address, length: length) == length else { return RequestStatus.ioError }
             } catch {
                 return RequestStatus.ioError
             }
