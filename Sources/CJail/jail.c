@@ -122,10 +122,12 @@ static int kept(int cap, const int *keep, int keep_count) {
 
 int sbx_caps_limit(const int *keep, int keep_count) {
     int last = sbx_caps_last();
-    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next.
+    // The bounding set first: dropping from it needs CAP_SETPCAP, which goes next. A thread
+    // without CAP_SETPCAP (one whose creator already limited itself) keeps its creator's
+    // bounding set; with empty permitted and effective sets and no_new_privs it cannot use it.
     for (int cap = 0; cap <= last; cap++) {
         if (kept(cap, keep, keep_count)) continue;
-        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0) return -errno;
+        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EPERM) return -errno;
     }
     if (cap_reset_ambient() != 0 && errno != EINVAL) return -errno;
     cap_t caps = cap_init();

@@ -21,8 +21,13 @@ enum VsockStream {
             let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) } }
             if rc == 0 {
                 do {
+                    // The answer must come before the deadline: a machine that stopped
+                    // (or never ran) leaves its socket listening with nobody to answer.
+                    let left = Double(deadline &- min(MonotonicInstant.now().nanoseconds, deadline)) / 1e9
+                    try setReceiveTimeout(owned, seconds: max(left, 0.01))
                     try owned.writeAll(Array("CONNECT \(port)\n".utf8))
                     let line = try readLine(owned)
+                    try setReceiveTimeout(owned, seconds: 0)
                     if line.hasPrefix("OK ") { return owned }
                     lastError = "device answered '\(line)'"
                 } catch {
@@ -34,6 +39,14 @@ enum VsockStream {
             usleep(20_000)
         }
         throw .unavailable("cannot reach guest vsock port \(port) through \(uds): \(lastError)")
+    }
+
+    /// SO_RCVTIMEO; 0 waits forever.
+    static func setReceiveTimeout(_ fd: FileDescriptor, seconds: Double) throws(SystemError) {
+        var tv = timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1e6))
+        guard setsockopt(fd.rawValue, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size)) == 0 else {
+            throw .last("setsockopt(SO_RCVTIMEO)")
+        }
     }
 
     /// Reads one line byte by byte, so nothing after the newline is consumed.
