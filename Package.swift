@@ -105,3 +105,12 @@ package.targets += [
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
     ]),
 ]
+
+// MARK: - sandbox bench io: the guest tool's result lines, options, host transfer ends, report.
+package.targets += [
+    .target(name: "IOBench", dependencies: ["LinuxSystem", "CLinux"]),
+    .testTarget(name: "IOBenchTests", dependencies: ["IOBench", "LinuxSystem"]),
+]
+if let cli = package.targets.first(where: { $0.name == "sandbox" }) {
+    cli.dependencies.append("IOBench")
+}
