@@ -103,10 +103,14 @@ struct IOBenchRunner {
                 continue
             }
             guard let line else { continue }
-            if result.bootSeconds == nil { result.bootSeconds = seen.milliseconds(since: child.spawned) / 1000 }
+            if result.bootSeconds == nil {
+                result.bootSeconds = seen.milliseconds(since: child.spawned) / 1000
+                eprint("\(vmm.rawValue): guest up after \(Int(result.bootSeconds ?? 0)) s")
+            }
             switch line {
             case let .result(metric, value):
                 result.record(metric, value)
+                eprint("\(vmm.rawValue): \(text)")
             case let .listening(family, port) where family == "tcp":
                 let out = try network.inside { () throws(IOBenchError) in
                     try HostEndpoint.tcpConnect(ip: network.guestIP, port: UInt16(truncatingIfNeeded: port), until: deadline)
