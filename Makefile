@@ -6,6 +6,7 @@
 #   make boot      boot the default guest on this terminal
 #   make bench     boot-time benchmark side by side with QEMU microvm + qboot
 #   make fuzz      every libFuzzer target for FUZZ_TIME seconds (default 60) each
+#   make bench-io  virtio-blk, virtio-net and vsock throughput side by side with QEMU microvm
 #   make install   the shim and `sandbox` on PATH, kernel/firmware/agent initramfs where the
 #                  shim finds them (PREFIX=/usr/local)
 
@@ -20,6 +21,7 @@ DEBIAN_PACKAGES := build-essential bc flex bison libelf-dev libssl-dev cpio xz-u
 	containerd runc protobuf-compiler libseccomp-dev libcap-dev
 
 .PHONY: setup deps assets kernel initramfs agent-initramfs guest-rootfs firmware build test boot bench install clean
+.PHONY: bench-io
 
 PREFIX ?= /usr/local
 
@@ -63,6 +65,9 @@ boot: build
 
 bench: assets build
 	$(SANDBOX) bench boot --runs 5 --compare qemu
+
+bench-io: assets build
+	$(SANDBOX) bench io --compare qemu
 
 install: assets build
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/sandbox

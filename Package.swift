@@ -155,3 +155,12 @@ package.targets += [
 for target in package.targets where target.name == "Shim" || target.name == "sandbox" || target.name == "ShimTests" {
     target.dependencies.append("Pool")
 }
+
+// MARK: - sandbox bench io: the guest tool's result lines, options, host transfer ends, report.
+package.targets += [
+    .target(name: "IOBench", dependencies: ["LinuxSystem", "CLinux"]),
+    .testTarget(name: "IOBenchTests", dependencies: ["IOBench", "LinuxSystem"]),
+]
+if let cli = package.targets.first(where: { $0.name == "sandbox" }) {
+    cli.dependencies.append("IOBench")
+}

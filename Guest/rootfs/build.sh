@@ -25,6 +25,8 @@ for applet in $("$busybox" --list); do
 done
 gcc -static -O2 -Wall -o "$staging/bin/sbx-vsock" "$here/../tools/sbx-vsock.c"
 strip "$staging/bin/sbx-vsock"
+gcc -static -O2 -Wall -o "$staging/bin/sbx-io" "$here/../tools/sbx-io.c"
+strip "$staging/bin/sbx-io"
 install -m 0755 "$here/init" "$staging/init"
 printf '\001' > "$staging/etc/boot-timer-byte"
 echo "root:x:0:0:root:/root:/bin/sh" > "$staging/etc/passwd"

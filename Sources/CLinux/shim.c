@@ -252,3 +252,11 @@ int sbx_poll_one(int fd, short events, int timeout_ms) {
     int r = poll(&p, 1, timeout_ms);
     return r > 0 ? p.revents : r;
 }
+
+// MARK: - network namespaces
+
+#include <sched.h>
+
+int sbx_setns_net(int fd) {
+    return setns(fd, CLONE_NEWNET);
+}

@@ -45,6 +45,16 @@ struct BootBench {
     let marker: String
     let timeout: Double
 
+    /// QEMU `-M microvm` with the console on stdout and nothing else: the shape every
+    /// QEMU comparison uses (a kvm_pvm host cannot give the guest these CPU features, and
+    /// QEMU cannot set MSR 0x10a there).
+    static func qemuMachineArguments(qemu: String, host: HostProfile, memoryBytes: UInt64, vcpus: Int) -> [String] {
+        [qemu, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off", "-enable-kvm",
+         "-cpu", host.kind == .pvm ? "host,-xsave,-avx,-cx16,-popcnt,-smap,-arch-capabilities" : "host",
+         "-m", "\(memoryBytes >> 20)M", "-smp", String(vcpus), "-nodefaults", "-no-user-config",
+         "-nographic", "-serial", "stdio", "-no-reboot"]
+    }
+
     func run(_ variant: BootVariant) -> BootSample {
         let reportPath = "/tmp/sandbox-bench-\(getpid())-\(UInt64.random(in: 0..<UInt64.max)).json"
         defer { unlink(reportPath) }
@@ -58,10 +68,8 @@ struct BootBench {
             if let firmware { a += ["--firmware", firmware] }
             argv = a
         case let .qemu(_, kernel, bios):
-            var a = [qemu, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off", "-enable-kvm",
-                     "-cpu", host.kind == .pvm ? "host,-xsave,-avx,-cx16,-popcnt,-smap,-arch-capabilities" : "host",
-                     "-m", "\(config.memorySize >> 20)M", "-smp", String(config.vcpus), "-nodefaults", "-no-user-config",
-                     "-nographic", "-serial", "stdio", "-no-reboot", "-kernel", kernel, "-append", commandLine]
+            var a = Self.qemuMachineArguments(qemu: qemu, host: host, memoryBytes: config.memorySize, vcpus: config.vcpus)
+            a += ["-kernel", kernel, "-append", commandLine]
             if let i = config.initrdPath { a += ["-initrd", i] }
             if let bios { a += ["-bios", bios] }
             argv = a

@@ -205,4 +205,10 @@ ssize_t sbx_recv_nonblock(int fd, void *buf, size_t len, int peek);
 /// poll(2) on one fd with a timeout in milliseconds; returns revents, 0 on timeout, -1 on error.
 int sbx_poll_one(int fd, short events, int timeout_ms);
 
+// MARK: - network namespaces
+
+/// setns(2) into the network namespace `fd` refers to, for the calling thread only
+/// (setns needs _GNU_SOURCE, which Swift does not set).
+int sbx_setns_net(int fd);
+
 #endif
