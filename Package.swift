@@ -84,7 +84,7 @@ package.targets += [
         .product(name: "SwiftProtobuf", package: "swift-protobuf"),
     ]),
     .executableTarget(name: "containerd-shim-sandbox-v2", dependencies: ["Shim"]),
-    .testTarget(name: "ShimTests", dependencies: ["Shim", "Machine", "TTRPC", "ContainerdAPI", "LinuxSystem"]),
+    .testTarget(name: "ShimTests", dependencies: ["Shim", "Machine", "TTRPC", "ContainerdAPI", "LinuxSystem", "Jail"]),
 ]
 
 // MARK: - The guest agent: sandbox-agent, PID 1 of the guest, runs the containers over ttrpc on vsock.

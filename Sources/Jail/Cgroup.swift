@@ -137,6 +137,14 @@ public final class Cgroup: @unchecked Sendable {
         for dir in directories { try Cgroup.write("\(pid)", to: dir + "/cgroup.procs") }
     }
 
+    /// Removes `sandbox/<name>` from every hierarchy where it exists (after its processes
+    /// are gone, e.g. when the process that made it was killed). Errors are ignored.
+    public static func removeLeftover(name: String) {
+        guard !name.isEmpty, !name.contains("/"), name != ".", name != ".." else { return }
+        let (v2, v1) = mounts()
+        for root in Set(Array(v1.values) + (v2.map { [$0] } ?? [])) { _ = rmdir(root + "/sandbox/" + name) }
+    }
+
     /// Moves the calling process back to each hierarchy's root cgroup.
     public func leave() {
         for dir in directories {

@@ -131,6 +131,8 @@ public enum ShimCommand {
         if let address = readSmallFile(bundle + "/address"), address.hasPrefix("unix://") {
             unlink(String(address.dropFirst(7)).trimmingCharacters())
         }
+        // A killed server could not remove its cgroup; it is empty now.
+        Cgroup.removeLeftover(name: SandboxCgroup.name(namespace: flags.namespace, id: flags.id))
         var response = Containerd_Task_V2_DeleteResponse()
         response.exitStatus = 137
         response.exitedAt = Google_Protobuf_Timestamp(date: Date())

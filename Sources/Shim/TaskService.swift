@@ -2,6 +2,7 @@ import AgentAPI
 import ContainerdAPI
 import FoundationEssentials
 import Glibc
+import Jail
 import LinuxSystem
 import Machine
 import SwiftProtobuf
@@ -63,6 +64,8 @@ public actor TaskService {
 
     /// A VM restored before this task existed (a pool member's): Create uses it instead of restoring one.
     var pooledVM: SandboxVM?
+    /// The cgroup made from the container's OCI resources, if it sets any.
+    var cgroup: Cgroup?
 
     public init(assets: ShimAssets, events: EventPublisher, pooledVM: SandboxVM? = nil, exitProcess: @escaping @Sendable () -> Void) {
         self.assets = assets
@@ -148,6 +151,16 @@ public actor TaskService {
         creating = true
         defer { creating = false }
         guard let config = readBundleFile(r.bundle + "/config.json") else { throw .invalidArgument("cannot read \(r.bundle)/config.json") }
+        if let limits = SandboxCgroup.limits(ociConfig: config) {
+            // This whole process (VMM included) goes into it, before the VM grows.
+            do throws(JailError) {
+                let group = try Cgroup.create(name: SandboxCgroup.name(namespace: events.namespace, id: r.id), limits: limits)
+                cgroup = group
+                try group.join(pid: getpid())
+            } catch {
+                throw .invalidArgument("cgroup for the OCI resources: \(error)")
+            }
+        }
         let layers: RootfsImageCache.Layers
         if r.rootfs.isEmpty {
             guard let root = rootPath(config), root.hasPrefix("/") else { throw .invalidArgument("no rootfs mounts and no absolute root.path") }
@@ -412,6 +425,7 @@ public actor TaskService {
         if let c = container, !c.deleted, !r.now { return Google_Protobuf_Empty() }
         await events.flush()
         if let c = container, !c.deleted { c.vm.stop() }
+        cgroup?.remove()
         let done = exitProcess
         Task {
             try? await Task.sleep(for: .milliseconds(20))

@@ -55,8 +55,15 @@ final class ContainerdEndToEndTests {
 
     @Test func detachedTaskExecKillAndDelete() throws {
         let id = "detached-1"
-        let started = try containerd.ctr(["run", "-d", "--runtime", "io.containerd.sandbox.v2", PrivateContainerd.image, id, "sleep", "1000"])
+        // Limits in the OCI resources become the sandbox's cgroup (the whole VMM process).
+        let started = try containerd.ctr(["run", "-d", "--memory-limit", "\(512 << 20)", "--runtime", "io.containerd.sandbox.v2",
+                                          PrivateContainerd.image, id, "sleep", "1000"])
         #expect(started.status == 0, "ctr run -d: \(started.stderr)\ncontainerd log:\n\(containerd.log.suffix(4000))")
+        let memoryLimit = "/sys/fs/cgroup/memory/sandbox/test-\(id)/memory.limit_in_bytes"
+        if FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/memory.limit_in_bytes") {
+            let limit = (try? String(contentsOfFile: memoryLimit, encoding: .utf8)) ?? ""
+            #expect(limit.hasPrefix("\((512 << 20) + (64 << 20))"), "the VMM's memory cgroup: \(limit)")
+        }
         let list = try containerd.ctr(["task", "ls"])
         let line = String(decoding: list.stdout, as: UTF8.self).split(separator: "\n").first { $0.hasPrefix(id) } ?? ""
         #expect(line.contains("RUNNING"), "ctr task ls: \(String(decoding: list.stdout, as: UTF8.self))")
@@ -82,6 +89,7 @@ final class ContainerdEndToEndTests {
         #expect(deleted.status == 0, "ctr task delete: \(deleted.stderr)")
         #expect(try containerd.ctr(["container", "delete", id]).status == 0)
         expectNothingLeftBehind([id])
+        #expect(!FileManager.default.fileExists(atPath: "/sys/fs/cgroup/memory/sandbox/test-\(id)"), "the cgroup is removed with the shim")
     }
 
     @Test func rootfsWritesStayInTheirContainer() throws {

@@ -1,6 +1,7 @@
 import ContainerdAPI
 import Foundation
 import LinuxSystem
+import Jail
 import Shim
 import SwiftProtobuf
 import Testing
@@ -146,5 +147,26 @@ struct ShimBinaryTests {
         let errors = err.fileHandleForReading.readDataToEndOfFile()
         p.waitUntilExit()
         return (p.terminationStatus, data, String(decoding: errors, as: UTF8.self))
+    }
+}
+
+@Suite struct SandboxCgroupTests {
+    @Test func ociResourcesBecomeLimitsWithTheVMMsAllowance() throws {
+        let config = Data(#"{"linux":{"resources":{"memory":{"limit":268435456},"cpu":{"quota":50000,"period":100000},"pids":{"limit":100}}}}"#.utf8)
+        let limits = try #require(SandboxCgroup.limits(ociConfig: config))
+        #expect(limits.memoryBytes == (256 << 20) + SandboxCgroup.vmmAllowance)
+        #expect(limits.cpuQuotaMicros == 50000 && limits.cpuPeriodMicros == 100000)
+        #expect(limits.pids == 116)
+    }
+
+    @Test func noResourcesOrUnlimitedValuesMeanNoCgroup() {
+        #expect(SandboxCgroup.limits(ociConfig: Data(#"{"process":{}}"#.utf8)) == nil)
+        #expect(SandboxCgroup.limits(ociConfig: Data(#"{"linux":{"resources":{"memory":{"limit":-1},"cpu":{"quota":-1},"pids":{"limit":0}}}}"#.utf8)) == nil)
+        #expect(SandboxCgroup.limits(ociConfig: Data("not json".utf8)) == nil)
+    }
+
+    @Test func theNameIsOnePathComponent() {
+        #expect(SandboxCgroup.name(namespace: "k8s.io", id: "abc") == "k8s.io-abc")
+        #expect(!SandboxCgroup.name(namespace: "a/b", id: "c/d").contains("/"))
     }
 }
