@@ -116,6 +116,20 @@ import VirtioTestDriver
         #expect(try memory.read(UInt16.self, at: GuestAddress(driver.used.raw + 4 + 8 * 16)) == 6)
     }
 
+    @Test func goingIdlePublishesAvailEventAndLooksAgain() throws {
+        var q = driver.deviceQueue(eventIndex: true)
+        let a = try driver.buffer(4)
+        try driver.add([(a, 4, true)])
+        _ = try #require(try q.pop(memory))
+        // A stale avail_event, as a driver racing the device could leave it.
+        try memory.write(UInt16(0), at: GuestAddress(driver.used.raw + 4 + 8 * 16))
+        #expect(try q.pop(memory) == nil)
+        #expect(try memory.read(UInt16.self, at: GuestAddress(driver.used.raw + 4 + 8 * 16)) == 1,
+                "an idle device says where the driver must notify it next")
+        try driver.add([(a, 4, true)])
+        #expect(try q.pop(memory) != nil)
+    }
+
     @Test(arguments: [
         (UInt16(3), UInt64(0x10000), "power of two"),
         (UInt16(512), UInt64(0x10000), "power of two"),

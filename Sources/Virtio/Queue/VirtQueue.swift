@@ -107,7 +107,16 @@ public struct VirtQueue: Sendable {
     /// Pops the next available chain, validated; nil when the ring is empty.
     public mutating func pop(_ memory: GuestMemory) throws(VirtQueueError) -> DescriptorChain? {
         guard ready else { throw .notReady }
-        let avail = try availIndex(memory)
+        var avail = try availIndex(memory)
+        if avail == lastAvail && eventIndex {
+            // Going idle: publish avail_event, then look once more. Without the full fence
+            // the index could be read before avail_event is visible, while the driver,
+            // still seeing an older avail_event, decides not to notify: a request would
+            // sit in the ring with nobody to serve it.
+            do { try memory.write(lastAvail, at: GuestAddress(usedRing.raw + 4 + 8 * UInt64(size))) } catch { throw .memory(error) }
+            atomicMemoryFence(ordering: .sequentiallyConsistent)
+            avail = try availIndex(memory)
+        }
         let pending = avail &- lastAvail
         guard pending <= size else { throw .availIndexJump(last: lastAvail, avail: avail, size: size) }
         guard pending > 0 else { return nil }
