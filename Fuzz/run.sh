@@ -35,7 +35,7 @@ for t in $targets; do
     # -detect_leaks=0: LeakSanitizer cannot follow the pointer to a Swift object's weak-reference
     # side table (it sits shifted inside the refcount word), so every `[weak self]` on a
     # long-lived object reads as a leak. AddressSanitizer's memory errors are all still caught.
-    ASAN_OPTIONS="detect_leaks=0:${ASAN_OPTIONS:-}" "$BIN/fuzz-$t" "${limit[@]}" -max_len=8192 -timeout=10 -rss_limit_mb=4096 -detect_leaks=0 -print_final_stats=1 \
+    SANDBOX_FUZZ_SCRATCH="$work" ASAN_OPTIONS="detect_leaks=0:${ASAN_OPTIONS:-}" "$BIN/fuzz-$t" "${limit[@]}" -max_len=8192 -timeout=10 -rss_limit_mb=4096 -detect_leaks=0 -print_final_stats=1 \
         -artifact_prefix=".build/fuzz/crashes/$t-" "${corpus[@]}" >"$log" 2>&1
     rc=$?
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log" | tail -1)

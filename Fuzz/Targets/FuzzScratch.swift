@@ -5,7 +5,10 @@ import Synchronization
 /// (and, under a sanitizer, when it reports a crash).
 enum FuzzScratch {
     static let directory: String = {
-        var template = Array("/tmp/sandbox-fuzz-XXXXXX".utf8CString)
+        // Fuzz/run.sh points this at its own work directory, which it removes whatever
+        // way the fuzzer exits.
+        let parent = getenv("SANDBOX_FUZZ_SCRATCH").map { String(cString: $0) } ?? "/tmp"
+        var template = Array((parent + "/sandbox-fuzz-XXXXXX").utf8CString)
         guard let made = mkdtemp(&template) else { fatalError("fuzz set-up: mkdtemp failed, errno \(errno)") }
         let path = String(cString: made)
         FuzzScratch.registered.withLock { $0 = path }
