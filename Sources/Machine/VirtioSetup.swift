@@ -22,6 +22,9 @@ enum VirtioSetup {
     static func attach(config: MachineConfig, vm: VirtualMachine, memory: GuestMemory, loop: EventLoop,
                        mmio: inout Bus<UInt64, any MMIODevice>) throws(MachineError) -> [AttachedDevice] {
         var devices: [(any VirtioDevice, String, () -> Void)] = []
+        // A failure part-way releases what was already made (a TAP it created, a vsock socket file).
+        var complete = false
+        defer { if !complete { for (_, _, close) in devices { close() } } }
         for (i, disk) in config.disks.enumerated() {
             let throttle = try disk.rateLimit?.makeThrottle()
             do {
@@ -86,6 +89,7 @@ enum VirtioSetup {
                 throw .invalidConfig("\(name): \(error)")
             }
         }
+        complete = true
         return attached
     }
 }

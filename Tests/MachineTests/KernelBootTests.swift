@@ -132,6 +132,17 @@ struct KernelBootTests {
         #expect(status != 0)
         #expect(stderr.contains("does not fit"), "stderr: \(stderr)")
     }
+
+    @Test(.enabled(if: FileManager.default.isExecutableFile(atPath: BootCommandTests.executable) && getuid() == 0,
+                   "needs `swift build` first, and root for the TAP"))
+    func aTAPMadeBeforeALaterDeviceFailsIsRemoved() throws {
+        let tap = "sbxfail\(getpid() % 100_000)"
+        let (status, stderr) = try Self.run(["boot", "--kernel", Self.fixture("tiny-pvh.elf"), "--initrd", "none",
+                                             "--net", "tap=\(tap)", "--vsock", "cid=3,uds=/nonexistent/dir/v.sock"])
+        #expect(status != 0)
+        #expect(stderr.contains("--vsock"), "stderr: \(stderr)")
+        #expect(!FileManager.default.fileExists(atPath: "/sys/class/net/\(tap)"), "TAP \(tap) left behind")
+    }
 }
 
 /// The real kernel snapshotted once and restored twice.
