@@ -38,6 +38,9 @@ public final class Cgroup: @unchecked Sendable {
     public let name: String
     public let version: Version
     public private(set) var directories: [String]
+    /// Where this process was in each directory's hierarchy before it joined (its own
+    /// cgroup, e.g. the service's), so leaving puts it back there rather than at the root.
+    private var origins: [String: String] = [:]
     private let lock = PthreadMutex()
 
     private init(name: String, version: Version, directories: [String]) {
@@ -134,7 +137,29 @@ public final class Cgroup: @unchecked Sendable {
 
     /// Moves process `pid` (all its threads) into the cgroup.
     public func join(pid: Int32) throws(JailError) {
+        if pid == getpid() {
+            let here = current()
+            lock.withLock { for dir in directories { origins[dir] = here[dir] } }
+        }
         for dir in directories { try Cgroup.write("\(pid)", to: dir + "/cgroup.procs") }
+    }
+
+    /// This process's cgroup directory in each hierarchy that holds one of `directories`.
+    private func current() -> [String: String] {
+        let (_, v1) = Cgroup.mounts()
+        var paths: [String: String] = [:] // controller ("" for v2) → path in its hierarchy
+        for line in (readSmallFile("/proc/self/cgroup") ?? "").split(separator: "\n") {
+            let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
+            guard fields.count == 3 else { continue }
+            for controller in fields[1].split(separator: ",", omittingEmptySubsequences: false) { paths[String(controller)] = String(fields[2]) }
+        }
+        var out: [String: String] = [:]
+        for dir in directories {
+            let root = Cgroup.hierarchyRoot(of: dir)
+            let controller = version == .v2 ? "" : (v1.first { $0.value == root }?.key ?? "")
+            if let path = paths[controller] { out[dir] = path == "/" ? root : root + path }
+        }
+        return out
     }
 
     /// Removes `sandbox/<name>` from every hierarchy where it exists (after its processes
@@ -145,11 +170,14 @@ public final class Cgroup: @unchecked Sendable {
         for root in Set(Array(v1.values) + (v2.map { [$0] } ?? [])) { _ = rmdir(root + "/sandbox/" + name) }
     }
 
-    /// Moves the calling process back to each hierarchy's root cgroup.
+    /// Moves the calling process back to where it was before it joined (each hierarchy's
+    /// root if it never did).
     public func leave() {
-        for dir in directories {
-            try? Cgroup.write("\(getpid())", to: Cgroup.hierarchyRoot(of: dir) + "/cgroup.procs")
-        }
+        for dir in directories { try? Cgroup.write("\(getpid())", to: origin(of: dir) + "/cgroup.procs") }
+    }
+
+    private func origin(of dir: String) -> String {
+        lock.withLock { origins[dir] } ?? Cgroup.hierarchyRoot(of: dir)
     }
 
     /// `<hierarchy>/sandbox/<name>` → `<hierarchy>`.
@@ -157,7 +185,7 @@ public final class Cgroup: @unchecked Sendable {
         dir.split(separator: "/", omittingEmptySubsequences: false).dropLast(2).joined(separator: "/")
     }
 
-    /// Moves the calling process back to each hierarchy's root and removes the cgroup's
+    /// Moves the calling process back to where it was (`leave`) and removes the cgroup's
     /// directories (empty by then unless another process was put there). Idempotent.
     public func remove() {
         let dirs: [String] = lock.withLock {
@@ -167,9 +195,8 @@ public final class Cgroup: @unchecked Sendable {
         }
         let me = getpid()
         for dir in dirs {
-            let parentRoot = Cgroup.hierarchyRoot(of: dir)
             if let procs = readSmallFile(dir + "/cgroup.procs"), procs.split(separator: "\n").contains(Substring("\(me)")) {
-                try? Cgroup.write("\(me)", to: parentRoot + "/cgroup.procs")
+                try? Cgroup.write("\(me)", to: origin(of: dir) + "/cgroup.procs")
             }
             _ = rmdir(dir)
         }

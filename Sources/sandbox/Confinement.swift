@@ -57,10 +57,6 @@ struct ConfinementOptions: ParsableArguments {
         return limits
     }
 
-    /// Whether the VMM runs as a child of a supervising `sandbox` process, which owns what
-    /// must be cleaned up from outside the jail (the cgroup) even if the VMM is killed.
-    var needsSupervisor: Bool { cgroup != nil }
-
     /// The paths the jail exposes for `config` (read-only unless the VMM writes them).
     func jailEntries(for config: MachineConfig, restore: String?, extra: [String]) -> [MountJail.Entry] {
         var entries: [MountJail.Entry] = [.init("/dev/kvm", writable: true)]

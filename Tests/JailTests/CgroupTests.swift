@@ -10,7 +10,7 @@ struct CgroupTests {
         let fd = open(path, O_RDONLY)
         guard fd >= 0 else { return "" }
         defer { close(fd) }
-        var buf = [UInt8](repeating: 0, count: 256)
+        var buf = [UInt8](repeating: 0, count: 4096)
         let n = read(fd, &buf, buf.count)
         return n > 0 ? String(decoding: buf[0..<n], as: UTF8.self) : ""
     }
@@ -42,6 +42,16 @@ struct CgroupTests {
         group.remove()
         for dir in dirs { #expect(!exists(dir), "\(dir) left behind") }
         group.remove() // idempotent
+    }
+
+    @Test func theCallerLeavesBackToItsOwnCgroupNotTheRoot() throws {
+        let before = contents("/proc/self/cgroup")
+        let group = try Cgroup.create(name: "unit-self-\(getpid())", limits: CgroupLimits(memoryBytes: 1 << 30, pids: 4096))
+        defer { group.remove() }
+        try group.join(pid: getpid())
+        #expect(contents("/proc/self/cgroup").contains("/sandbox/unit-self-"))
+        group.leave()
+        #expect(contents("/proc/self/cgroup") == before)
     }
 
     @Test func badNamesAndLimitsAreRejectedAndATakenNameIsAnError() throws {
