@@ -10,12 +10,19 @@ public struct BootImages {
     public let initrd: UnsafeRawBufferPointer?
     /// The kernel command line.
     public let commandLine: String
+    /// Open descriptors of the files `kernelBytes` and `initrd` are read from, if the caller
+    /// has them: page-aligned parts are then mapped into the guest rather than copied.
+    public let kernelFile: Int32?
+    public let initrdFile: Int32?
 
-    public init(kernelBytes: UnsafeRawBufferPointer, initrd: UnsafeRawBufferPointer?, commandLine: String) throws(BootError) {
+    public init(kernelBytes: UnsafeRawBufferPointer, initrd: UnsafeRawBufferPointer?, commandLine: String,
+                kernelFile: Int32? = nil, initrdFile: Int32? = nil) throws(BootError) {
         self.kernelBytes = kernelBytes
         self.kernel = try KernelImage(parsing: kernelBytes)
         self.initrd = initrd
         self.commandLine = commandLine
+        self.kernelFile = kernelFile
+        self.initrdFile = initrdFile
     }
 }
 
@@ -41,7 +48,7 @@ public enum DirectBoot {
         var entry: CPUEntryState
         switch images.kernel {
         case let .elf(elf):
-            kernelEnd = try loadELF(elf, from: images.kernelBytes, into: memory)
+            kernelEnd = try loadELF(elf, from: images.kernelBytes, file: images.kernelFile, into: memory)
             if let pvh = elf.pvhEntry, preferPVH {
                 entry = CPUEntryState(mode: .protected32)
                 entry.rip = pvh
@@ -64,7 +71,7 @@ public enum DirectBoot {
         }
 
         let initrd = try images.initrd.map { (bytes) throws(BootError) in
-            try placeInitrd(bytes, above: kernelEnd, limit: initrdLimit(images.kernel), in: memory)
+            try placeInitrd(bytes, file: images.initrdFile, above: kernelEnd, limit: initrdLimit(images.kernel), in: memory)
         }
 
         do {
@@ -86,8 +93,9 @@ public enum DirectBoot {
         return entry
     }
 
-    /// Copies each PT_LOAD segment to its physical address and zeroes its tail; returns the end.
-    public static func loadELF(_ elf: ELFImage, from bytes: UnsafeRawBufferPointer, into memory: GuestMemory) throws(BootError) -> UInt64 {
+    /// Puts each PT_LOAD segment at its physical address (mapped from `file` where the pages
+    /// line up, copied otherwise) and zeroes its tail; returns the end.
+    public static func loadELF(_ elf: ELFImage, from bytes: UnsafeRawBufferPointer, file: Int32? = nil, into memory: GuestMemory) throws(BootError) -> UInt64 {
         for s in elf.segments {
             guard s.physicalAddress >= BootLayout.highMemoryStart.raw else {
                 throw .kernelDoesNotFit("segment at 0x\(String(s.physicalAddress, radix: 16)) is below 1 MiB, where the boot structures live")
@@ -95,9 +103,10 @@ public enum DirectBoot {
             try checkFits(at: s.physicalAddress, size: s.memorySize, in: memory, what: "kernel segment")
             let start = Int(s.fileOffset)
             do {
-                try memory.write(bytes: UnsafeRawBufferPointer(rebasing: bytes[start..<(start + Int(s.fileSize))]), at: GuestAddress(s.physicalAddress))
+                try place(UnsafeRawBufferPointer(rebasing: bytes[start..<(start + Int(s.fileSize))]),
+                          file: file.map { ($0, s.fileOffset) }, at: s.physicalAddress, in: memory)
                 if s.memorySize > s.fileSize {
-                    try memory.zero(at: GuestAddress(s.physicalAddress + s.fileSize), length: s.memorySize - s.fileSize)
+                    try memory.clear(at: GuestAddress(s.physicalAddress + s.fileSize), length: s.memorySize - s.fileSize)
                 }
             } catch { throw .memory(error) }
         }
@@ -130,10 +139,33 @@ public enum DirectBoot {
         return GuestAddress((top - size) & ~0xfff)
     }
 
-    static func placeInitrd(_ bytes: UnsafeRawBufferPointer, above kernelEnd: UInt64, limit: UInt64, in memory: GuestMemory) throws(BootError) -> (address: GuestAddress, size: UInt64) {
+    static func placeInitrd(_ bytes: UnsafeRawBufferPointer, file: Int32?, above kernelEnd: UInt64, limit: UInt64, in memory: GuestMemory) throws(BootError) -> (address: GuestAddress, size: UInt64) {
         let size = UInt64(bytes.count)
         let address = try initrdAddress(size: size, above: kernelEnd, limit: limit, in: memory)
-        do { try memory.write(bytes: bytes, at: address) } catch { throw .memory(error) }
+        do { try place(bytes, file: file.map { ($0, 0) }, at: address.raw, in: memory) } catch { throw .memory(error) }
         return (address, size)
+    }
+
+    /// Below this, a file range is copied even when it could be mapped (a mapping costs a
+    /// system call and splits the guest's host mapping; a few pages copy faster).
+    static let mapThreshold: UInt64 = 64 << 10
+
+    /// Puts `bytes` at guest `address`. When they are `file.offset...` of an open file whose
+    /// page offsets match the guest's, the whole pages are mapped from the file copy-on-write
+    /// (no copy, no zeroing, page-cache pages shared by every guest booting the same image)
+    /// and only a partial first and last page are copied.
+    static func place(_ bytes: UnsafeRawBufferPointer, file: (fd: Int32, offset: UInt64)?, at address: UInt64, in memory: GuestMemory) throws(GuestMemoryError) {
+        let page: UInt64 = 4096
+        let count = UInt64(bytes.count)
+        guard let file, file.offset % page == address % page, memory.contains(GuestAddress(address), length: count) else {
+            return try memory.write(bytes: bytes, at: GuestAddress(address))
+        }
+        let first = (address + page - 1) & ~(page - 1)
+        let last = (address + count) & ~(page - 1)
+        guard last > first, last - first >= mapThreshold else { return try memory.write(bytes: bytes, at: GuestAddress(address)) }
+        let head = Int(first - address), tail = Int(last - address)
+        try memory.mapFile(file.fd, fileOffset: file.offset + UInt64(head), length: last - first, at: GuestAddress(first))
+        if head > 0 { try memory.write(bytes: UnsafeRawBufferPointer(rebasing: bytes[..<head]), at: GuestAddress(address)) }
+        if tail < bytes.count { try memory.write(bytes: UnsafeRawBufferPointer(rebasing: bytes[tail...]), at: GuestAddress(last)) }
     }
 }

@@ -145,6 +145,21 @@ public final class GuestMemory: @unchecked Sendable {
         _ = madvise(UnsafeMutableRawPointer(bitPattern: lo), Int(hi - lo), advice)
     }
 
+    /// Maps `length` bytes of the file `fd` from `fileOffset` at `address`, private and
+    /// copy-on-write: the guest reads the file's page-cache pages (shared with every other
+    /// mapping of the file, nothing copied or zeroed up front) and a page it writes becomes
+    /// its own. `address`, `fileOffset` and `length` must be whole pages inside one region,
+    /// and the file must not shrink while the guest runs (as for any mapped image).
+    public func mapFile(_ fd: Int32, fileOffset: UInt64, length: UInt64, at address: GuestAddress) throws(GuestMemoryError) {
+        let page: UInt64 = 4096
+        guard address.raw % page == 0, fileOffset % page == 0, length % page == 0, length > 0, length <= UInt64(Int.max) else {
+            throw .invalidLayout("file mapping at \(address) (+\(length), file offset \(fileOffset)) is not page aligned")
+        }
+        let p = try hostPointer(address, length: length)
+        let mapped = mmap(p, Int(length), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_FIXED, fd, off_t(fileOffset))
+        guard mapped == p else { throw .io(call: "mmap(file into guest memory)", errno: errno) }
+    }
+
     /// Copies an array of bytes into the guest.
     public func write(bytes: [UInt8], at address: GuestAddress) throws(GuestMemoryError) {
         var failure: GuestMemoryError?
@@ -158,6 +173,25 @@ public final class GuestMemory: @unchecked Sendable {
     public func zero(at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {
         let p = try hostPointer(address, length: length)
         memset(p, 0, Int(length))
+    }
+
+    /// Sets `length` bytes to zero without touching the whole pages in between: those are
+    /// replaced by fresh anonymous pages (allocated when the guest first uses them), which
+    /// is what a large bss wants. For building a machine, not for a running guest: a vCPU
+    /// touching the range meanwhile may see the old bytes.
+    public func clear(at address: GuestAddress, length: UInt64) throws(GuestMemoryError) {
+        let p = try hostPointer(address, length: length)
+        let page: UInt64 = 4096
+        let first = (address.raw + page - 1) & ~(page - 1), last = (address.raw + length) & ~(page - 1)
+        guard last > first, last - first >= 16 * page else {
+            memset(p, 0, Int(length))
+            return
+        }
+        let head = Int(first - address.raw), whole = Int(last - first)
+        memset(p, 0, head)
+        let fresh = mmap(p + head, whole, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_FIXED, -1, 0)
+        guard fresh == p + head else { throw .io(call: "mmap(fresh guest pages)", errno: errno) }
+        memset(p + head + whole, 0, Int(length) - head - whole)
     }
 
     /// Copies within guest memory (both ranges checked; overlap allowed).

@@ -44,19 +44,22 @@ public struct MachineBuilder {
     public func build() throws(MachineError) -> Machine {
         var phases = [BootTimeline.Phase("build-start")]
         try config.validate()
-        let kernelFile = try MachineBuilder.mapFile(config.kernelPath, what: "kernel")
-        let initrdFile = try config.initrdPath.map { (p) throws(MachineError) in try MachineBuilder.mapFile(p, what: "initrd") }
+        let kernel = try MachineBuilder.openImage(config.kernelPath, what: "kernel")
+        let initrd = try config.initrdPath.map { (p) throws(MachineError) in try MachineBuilder.openImage(p, what: "initrd") }
+        let kernelFile = kernel.mapping, initrdFile = initrd?.mapping
         let firmwareFile = try config.firmwarePath.map { (p) throws(MachineError) in try MachineBuilder.mapFirmware(p) }
         // `images` points into these mappings until the images are loaded. Direct boot is done
         // with them then (they are unmapped when this returns, so the file pages stop counting
         // against the VMM); fw_cfg items hold on to what the firmware still has to read.
-        defer { withExtendedLifetime((kernelFile, initrdFile, firmwareFile)) {} }
+        // The descriptors stay open until then: direct boot maps pages of the files into
+        // the guest (those mappings keep the files referenced themselves).
+        defer { withExtendedLifetime((kernel, initrd, firmwareFile)) {} }
         let commandLine = config.effectiveCommandLine(host: host)
         let images: BootImages
         do {
             images = try BootImages(kernelBytes: UnsafeRawBufferPointer(start: kernelFile.base, count: kernelFile.size),
                                     initrd: initrdFile.map { UnsafeRawBufferPointer(start: $0.base, count: $0.size) },
-                                    commandLine: commandLine)
+                                    commandLine: commandLine, kernelFile: kernel.descriptor.rawValue, initrdFile: initrd?.descriptor.rawValue)
         } catch { throw .boot(error) }
         if config.bootProtocol == .pvh, case let .elf(e) = images.kernel, e.pvhEntry == nil {
             throw .invalidConfig("\(config.kernelPath) has no PVH entry note; use --boot-protocol linux64")
@@ -200,7 +203,13 @@ public struct MachineBuilder {
 
     // MARK: - Files
 
-    static func mapFile(_ path: String, what: String) throws(MachineError) -> MappedRegion {
+    /// A boot image: its descriptor and a read-only private mapping of the whole file.
+    struct ImageFile {
+        let descriptor: FileDescriptor
+        let mapping: MappedRegion
+    }
+
+    static func openImage(_ path: String, what: String) throws(MachineError) -> ImageFile {
         let fd: FileDescriptor
         do { fd = try FileDescriptor.open(path, O_RDONLY) } catch {
             throw .file(path: path, reason: "cannot open \(what): \(String(cString: strerror(error.errno)))")
@@ -209,13 +218,13 @@ public struct MachineBuilder {
         do { size = try fd.size() } catch { throw .file(path: path, reason: error.description) }
         guard size > 0 else { throw .file(path: path, reason: "\(what) file is empty") }
         guard size < 1 << 32 else { throw .file(path: path, reason: "\(what) file is larger than 4 GiB") }
-        do { return try MappedRegion(file: fd, size: Int(size), writable: false, shared: false) } catch {
+        do { return ImageFile(descriptor: fd, mapping: try MappedRegion(file: fd, size: Int(size), writable: false, shared: false)) } catch {
             throw .file(path: path, reason: "cannot map \(what): \(error)")
         }
     }
 
     static func mapFirmware(_ path: String) throws(MachineError) -> MappedRegion {
-        let region = try mapFile(path, what: "firmware")
+        let region = try openImage(path, what: "firmware").mapping
         guard region.size % 4096 == 0, region.size <= maxFirmwareSize else {
             throw .file(path: path, reason: "firmware image is \(region.size) bytes; it must be a multiple of 4 KiB and at most \(maxFirmwareSize >> 20) MiB")
         }

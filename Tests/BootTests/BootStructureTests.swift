@@ -1,3 +1,4 @@
+import Glibc
 import GuestMemory
 import Testing
 @testable import Boot
@@ -169,5 +170,53 @@ import Testing
             }
         }
         _ = memory
+    }
+
+    /// A temporary file holding `bytes`, open read-only; removed at once (the descriptor keeps it).
+    func openTemporary(_ bytes: [UInt8]) throws -> Int32 {
+        let path = "/tmp/sandbox-place-\(getpid())-\(UInt64.random(in: 0...UInt64.max))"
+        let fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0o600)
+        try #require(fd >= 0)
+        unlink(path)
+        let written = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress, $0.count) }
+        try #require(written == bytes.count)
+        return fd
+    }
+
+    @Test(arguments: [(fileOffset: UInt64(0x3000), address: UInt64(0x20_3000)),   // aligned: mapped
+                      (fileOffset: 0x3123, address: 0x20_3123),                     // same page offset: mapped, partial ends copied
+                      (fileOffset: 0x3123, address: 0x20_3000)])                    // offsets differ: copied
+    func fileBackedPlacementMatchesACopyAndStaysPrivate(fileOffset: UInt64, address: UInt64) throws {
+        let file = (0..<(600 << 10)).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ $0 >> 12) }
+        let fd = try openTemporary(file)
+        defer { close(fd) }
+        let memory = try GuestMemory(size: 8 << 20)
+        try memory.write(bytes: [UInt8](repeating: 0x5a, count: 0x10_0000), at: GuestAddress(0x20_0000))
+        let count = 300_000
+        let start = Int(fileOffset)
+        try file.withRaw { b in
+            try DirectBoot.place(UnsafeRawBufferPointer(rebasing: b[start..<(start + count)]), file: (fd, fileOffset), at: address, in: memory)
+        }
+        #expect(try memory.readBytes(at: GuestAddress(address), count: count) == Array(file[start..<(start + count)]))
+        // Guest bytes around the range are what they were.
+        #expect(try memory.readBytes(at: GuestAddress(address - 16), count: 16) == [UInt8](repeating: 0x5a, count: 16))
+        #expect(try memory.readBytes(at: GuestAddress(address + UInt64(count)), count: 16) == [UInt8](repeating: 0x5a, count: 16))
+        // A guest write stays in the guest: the file is unchanged.
+        try memory.write(UInt64(0xdead_beef_dead_beef), at: GuestAddress(address + 0x2000))
+        var back = [UInt8](repeating: 0, count: 8)
+        _ = back.withUnsafeMutableBytes { pread(fd, $0.baseAddress, 8, off_t(start + 0x2000)) }
+        #expect(back == Array(file[(start + 0x2000)..<(start + 0x2008)]))
+    }
+
+    @Test func fileMappingMustBePageAlignedAndInsideGuestMemory() throws {
+        let fd = try openTemporary([UInt8](repeating: 1, count: 1 << 16))
+        defer { close(fd) }
+        let memory = try GuestMemory(size: 1 << 20)
+        #expect(throws: GuestMemoryError.self) { try memory.mapFile(fd, fileOffset: 0, length: 0x1000, at: GuestAddress(0x800)) }
+        #expect(throws: GuestMemoryError.self) { try memory.mapFile(fd, fileOffset: 0x10, length: 0x1000, at: GuestAddress(0x1000)) }
+        #expect(throws: GuestMemoryError.self) { try memory.mapFile(fd, fileOffset: 0, length: 0x2000, at: GuestAddress(0xff000)) }
+        try memory.mapFile(fd, fileOffset: 0, length: 0x1000, at: GuestAddress(0x1000))
+        #expect(try memory.read(UInt8.self, at: GuestAddress(0x1fff)) == 1)
+        #expect(try memory.read(UInt8.self, at: GuestAddress(0x2000)) == 0)
     }
 }

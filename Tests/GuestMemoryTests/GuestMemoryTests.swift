@@ -60,6 +60,20 @@ import Testing
         #expect(throws: GuestMemoryError.self) { try m.readFromFile(fd, offset: 0, into: GuestAddress(0xfffff), length: 2) }
     }
 
+    @Test(arguments: [(UInt64(0x1_0123), UInt64(0x3_0000)), (0x2_0000, 0x2_0000), (0x1_0800, 0x100)])
+    func clearZeroesExactlyTheRange(start: UInt64, length: UInt64) throws {
+        let memory = try GuestMemory(size: 1 << 20)
+        try memory.write(bytes: [UInt8](repeating: 0x5a, count: 1 << 20), at: GuestAddress(0))
+        try memory.clear(at: GuestAddress(start), length: length)
+        #expect(try memory.readBytes(at: GuestAddress(start), count: Int(length)).allSatisfy { $0 == 0 })
+        #expect(try memory.read(UInt8.self, at: GuestAddress(start - 1)) == 0x5a)
+        #expect(try memory.read(UInt8.self, at: GuestAddress(start + length)) == 0x5a)
+        // The fresh pages are ordinary guest memory.
+        try memory.write(UInt32(7), at: GuestAddress(start + length / 2))
+        #expect(try memory.read(UInt32.self, at: GuestAddress(start + length / 2)) == 7)
+        #expect(throws: GuestMemoryError.self) { try memory.clear(at: GuestAddress((1 << 20) - 0x1000), length: 0x2000) }
+    }
+
     @Test func largeCopiesArriveWhole() throws {
         // Copies past the prefault threshold populate both sides first; the bytes are the same.
         let m = try GuestMemory(size: 4 << 20)
