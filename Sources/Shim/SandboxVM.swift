@@ -112,6 +112,8 @@ public final class SandboxVM: Sendable {
                 }
             }
             if attempt > 1 { Log.debug("agent answered on connection \(attempt)") }
+            // Start-up code (restore, template build, image layers) is done with.
+            ResidentSet.dropCleanFilePages()
             return vm
         }
     }
