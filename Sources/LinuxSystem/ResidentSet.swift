@@ -1,3 +1,4 @@
+import CLinux
 import Glibc
 
 /// The VMM process's own resident memory.
@@ -48,6 +49,13 @@ public enum ResidentSet {
         }
         finish()
         return dropped
+    }
+
+    /// Makes every thread allocate from the main malloc arena. A VMM's threads allocate
+    /// little; an arena per thread costs each new vCPU thread an mmap (waiting on the
+    /// address-space lock while the machine starts) and a heap of its own. Call first thing.
+    public static func useOneMallocArena() {
+        _ = sbx_single_malloc_arena()
     }
 
     /// /proc/self/smaps, or nil if it cannot be read.

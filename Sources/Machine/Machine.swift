@@ -73,13 +73,15 @@ public final class Machine: @unchecked Sendable {
     private let done = Mutex<[@Sendable () -> Void]>([])
     private let finished = ConditionFlag()
     let pauseGate = PauseGate()
+    /// Guest memory's KVM slots, registered on a thread of their own while the rest is set up.
+    private let memoryRegistration: MemoryRegistration
     let markerSnapshot = Mutex<MarkerSnapshot?>(nil)
 
     init(config: MachineConfig, host: HostProfile, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU],
          serial: Serial8250, bootTimer: BootTimer, i8042: I8042, fwCfg: FwCfg?, commandLine: String,
          entry: CPUEntryState, portBus: Bus<UInt16, any PortDevice>, mmioBus: Bus<UInt64, any MMIODevice>,
          eventLoop: EventLoop, retained: [AnyObject], interruptLines: [EventFD], virtioDevices: [AttachedDevice], cpuidTables: [CPUIDTable], timeline: BootTimeline,
-         seccomp: SeccompMode) {
+         seccomp: SeccompMode, memoryRegistration: MemoryRegistration) {
         self.config = config
         self.host = host
         self.vm = vm
@@ -100,6 +102,7 @@ public final class Machine: @unchecked Sendable {
         self.cpuidTables = cpuidTables
         self.timelineState = Mutex(timeline)
         self.seccomp = seccomp
+        self.memoryRegistration = memoryRegistration
     }
 
     /// The current lifecycle state.
@@ -128,7 +131,7 @@ public final class Machine: @unchecked Sendable {
             runningVCPUs.store(vcpus.count, ordering: .sequentiallyConsistent)
             for index in vcpus.indices {
                 vcpuThreads.append(try OSThread.spawn(name: "sbx-vcpu\(index)") { [self] in
-                    if confine(.vcpu) { runVCPU(index) }
+                    if confine(.vcpu), memoryRegistered() { runVCPU(index) }
                     vcpuFinished()
                 })
             }
@@ -138,6 +141,20 @@ public final class Machine: @unchecked Sendable {
             vcpuFinished()
             throw .system(error)
         }
+    }
+
+    /// Waits until a vCPU has entered the guest, the machine stopped, or `timeout` seconds
+    /// passed; true in the first case. For work that should not compete with vCPU start-up.
+    public func waitUntilGuestRuns(timeout: Double) -> Bool {
+        let deadline = MonotonicInstant.now().nanoseconds + UInt64(max(0, timeout) * 1e9)
+        while MonotonicInstant.now().nanoseconds < deadline {
+            if timeline.firstGuestInstruction != nil { return true }
+            switch state {
+            case .built, .running, .paused: usleep(100)
+            default: return false
+            }
+        }
+        return timeline.firstGuestInstruction != nil
     }
 
     /// Asks every vCPU to leave KVM_RUN and the run to end with `reason` (the first reason wins).
@@ -242,6 +259,24 @@ public final class Machine: @unchecked Sendable {
             requestStop(.hostError("confining the \(role.rawValue) thread: \(error)"))
             return false
         }
+    }
+
+    /// Waits until KVM knows guest memory; on failure the machine stops.
+    private func memoryRegistered() -> Bool {
+        let error = memoryRegistration.wait()
+        if let error {
+            requestStop(.hostError("registering guest memory with KVM: \(error)"))
+            return false
+        }
+        if let at = memoryRegistration.finishedAt {
+            timelineState.withLock { t in
+                if !t.phases.contains(where: { $0.name == "memory-registered" }) {
+                    t.phases.append(.init("memory-registered", at))
+                    t.phases.sort { $0.time < $1.time }
+                }
+            }
+        }
+        return true
     }
 
     private func vcpuFinished() {
@@ -401,5 +436,51 @@ final class ConditionFlag: @unchecked Sendable {
             if pthread_cond_timedwait(cond, mutex, &ts) == ETIMEDOUT { return set }
         }
         return true
+    }
+}
+
+/// KVM_SET_USER_MEMORY_REGION for every region, on a short-lived thread of its own: the
+/// call waits for the host kernel (an SRCU grace period; 4–8 ms on some hosts) and needs
+/// nothing but the host addresses, so devices, vCPUs, confinement and the vCPU threads are
+/// set up meanwhile. Whoever needs KVM to know guest memory calls `wait()` first: each vCPU
+/// thread before its first KVM_RUN, a restore before it loads vCPU state. If no thread can
+/// be started, the registration happens in `start` itself.
+final class MemoryRegistration: @unchecked Sendable {
+    // Invariant: `outcome` is written once, before `done` is signalled; `thread` is set by
+    // `start` before anyone else sees the object.
+    private let done = ConditionFlag()
+    private let outcome = Mutex<(error: MachineError?, at: MonotonicInstant?)>((nil, nil))
+    private var thread: OSThread?
+
+    static func start(_ physical: GuestMemory, into vm: VirtualMachine) -> MemoryRegistration {
+        let registration = MemoryRegistration()
+        do {
+            registration.thread = try OSThread.spawn(name: "sbx-memslots", stackSize: 128 << 10) { [registration] in
+                registration.register(physical, into: vm)
+            }
+        } catch {
+            registration.register(physical, into: vm)
+        }
+        return registration
+    }
+
+    private func register(_ physical: GuestMemory, into vm: VirtualMachine) {
+        var failure: MachineError?
+        do throws(MachineError) { try MachineBuilder.mapMemory(physical, into: vm) } catch { failure = error }
+        outcome.withLock { $0 = (failure, .now()) }
+        done.signal()
+    }
+
+    /// Waits for the registration; the error if it failed.
+    func wait() -> MachineError? {
+        done.wait(seconds: nil)
+        return outcome.withLock { $0.error }
+    }
+
+    /// When the registration finished, if it has.
+    var finishedAt: MonotonicInstant? { outcome.withLock { $0.at } }
+
+    deinit {
+        thread?.join()
     }
 }

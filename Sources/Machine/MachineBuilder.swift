@@ -93,9 +93,9 @@ public struct MachineBuilder {
         let firmwareCopy = try firmwareFile.map { (f) throws(MachineError) in try MachineBuilder.writableCopy(of: f) }
         if let firmwareCopy { retained.append(firmwareCopy) }
         let physical = try MachineBuilder.physicalMemory(memory, firmware: firmwareCopy)
-        try MachineBuilder.mapMemory(physical, into: vm)
 
-        // Boot images.
+        // Boot images. Loaded before KVM knows the memory: mapping file pages over RAM that
+        // is already a memory slot would make KVM invalidate its view of each range.
         var entry = CPUEntryState(mode: .resetVector)
         var fwCfgContent: (items: [UInt16: FwCfg.Content], files: [String: FwCfg.Content])?
         do {
@@ -106,9 +106,11 @@ public struct MachineBuilder {
             }
         } catch { throw .boot(error) }
         phases.append(.init("images-loaded"))
+        // The vCPU threads wait for this just before their first KVM_RUN.
+        let registration = MemoryRegistration.start(physical, into: vm)
 
         return try assemble(kvm: kvm, vm: vm, memory: memory, physical: physical, fwCfgContent: fwCfgContent, entry: entry, retained: retained,
-                            commandLine: commandLine, phases: phases, vcpuState: .boot)
+                            commandLine: commandLine, phases: phases, vcpuState: .boot, registration: registration)
     }
 
     /// How vCPUs get their initial state.
@@ -123,7 +125,7 @@ public struct MachineBuilder {
     func assemble(kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory, physical: GuestMemory? = nil,
                   fwCfgContent: (items: [UInt16: FwCfg.Content], files: [String: FwCfg.Content])?,
                   entry: CPUEntryState, retained: [AnyObject], commandLine: String,
-                  phases: [BootTimeline.Phase], vcpuState: VCPUInitialState) throws(MachineError) -> Machine {
+                  phases: [BootTimeline.Phase], vcpuState: VCPUInitialState, registration: MemoryRegistration) throws(MachineError) -> Machine {
         var phases = phases
         // Devices.
         let link = MachineLink()
@@ -171,6 +173,8 @@ public struct MachineBuilder {
                     cpuidTables.append(table)
                 }
             case let .restore(blobs):
+                // Restored MSRs (the KVM clock's page) refer to guest memory: KVM must know it.
+                if let error = registration.wait() { throw error }
                 for (i, blob) in blobs.enumerated() {
                     let vcpu = try vm.createVCPU(id: UInt32(i))
                     try VCPUStateIO.apply(blob, to: vcpu)
@@ -196,7 +200,7 @@ public struct MachineBuilder {
                               bootTimer: bootTimer, i8042: i8042, fwCfg: fwCfg, commandLine: commandLine, entry: entry,
                               portBus: ports, mmioBus: mmio, eventLoop: loop, retained: retained,
                               interruptLines: [serialIRQ], virtioDevices: virtio, cpuidTables: cpuidTables, timeline: timeline,
-                              seccomp: seccomp)
+                              seccomp: seccomp, memoryRegistration: registration)
         link.machine = machine
         return machine
     }
@@ -256,7 +260,7 @@ public struct MachineBuilder {
         } catch { throw .memory(error) }
     }
 
-    /// One KVM memory slot per region of the guest-physical view.
+    /// One KVM memory slot per region of the guest-physical view (see `MemoryRegistration`).
     static func mapMemory(_ physical: GuestMemory, into vm: VirtualMachine) throws(MachineError) {
         do {
             for (slot, region) in physical.regions.enumerated() {

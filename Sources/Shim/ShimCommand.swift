@@ -53,6 +53,7 @@ public enum ShimCommand {
 
     /// Runs the shim: `start`, `delete`, or (no action) the long-lived server.
     public static func main(arguments: [String]) -> Never {
+        ResidentSet.useOneMallocArena()
         let flags = Flags(arguments: Array(arguments.dropFirst()))
         let environment = currentEnvironment()
         switch flags.action {

@@ -173,8 +173,9 @@ struct BootCommand: ParsableCommand {
         }
         StopSignals.forward(to: vm)
         do { try vm.start() } catch { throw ValidationError(error.description) }
-        // The set-up code (argument parsing, image loading, KVM set-up) is not needed again.
-        ResidentSet.dropCleanFilePages()
+        // The set-up code (argument parsing, image loading, KVM set-up) is not needed again;
+        // dropping it once the guest runs keeps this off the vCPU threads' start.
+        if vm.waitUntilGuestRuns(timeout: 1) { ResidentSet.dropCleanFilePages() }
         if notifyReady {
             let line = "SANDBOX-READY\n"
             _ = line.withCString { Glibc.write(1, $0, strlen($0)) }

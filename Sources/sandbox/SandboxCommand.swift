@@ -1,4 +1,5 @@
 import ArgumentParser
+import LinuxSystem
 
 struct SandboxCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -12,6 +13,7 @@ struct SandboxCommand: ParsableCommand {
 enum Main {
     static func main() {
         ProcessStart.mainEntered = .now()
+        ResidentSet.useOneMallocArena()
         let arguments = Array(CommandLine.arguments.dropFirst())
         if arguments.first == "boot" { BootCommand.runDirectly(Array(arguments.dropFirst())) }
         SandboxCommand.main()

@@ -14,6 +14,7 @@
 #include <sys/timerfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <malloc.h>
 #include <linux/vm_sockets.h>
 #include <sys/random.h>
 #include <sys/uio.h>
@@ -210,5 +211,8 @@ int sbx_poll_one(int fd, short events, int timeout_ms);
 /// setns(2) into the network namespace `fd` refers to, for the calling thread only
 /// (setns needs _GNU_SOURCE, which Swift does not set).
 int sbx_setns_net(int fd);
+
+/// mallopt(M_ARENA_MAX, 1): every thread allocates from the main arena.
+static inline int sbx_single_malloc_arena(void) { return mallopt(M_ARENA_MAX, 1); }
 
 #endif

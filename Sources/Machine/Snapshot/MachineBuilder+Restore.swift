@@ -77,12 +77,13 @@ extension MachineBuilder {
             try vm.createIRQChip()
             try vm.createPIT2()
         } catch { throw .kvm(error) }
-        try MachineBuilder.mapMemory(memory, into: vm)
+        let registration = MemoryRegistration.start(memory, into: vm)
         try VMStateIO.apply(vmBlob, to: vm)
         phases.append(.init("vm-restored"))
 
         let machine = try assemble(kvm: kvm, vm: vm, memory: memory, fwCfgContent: nil, entry: CPUEntryState(mode: .resetVector),
-                                   retained: [], commandLine: meta.commandLine, phases: phases, vcpuState: .restore(vcpuBlobs))
+                                   retained: [], commandLine: meta.commandLine, phases: phases, vcpuState: .restore(vcpuBlobs),
+                                   registration: registration)
         machine.serial.restore(meta.serial)
         machine.i8042.restore(meta.i8042)
         for (device, snap) in zip(machine.virtioDevices, meta.virtio) {
