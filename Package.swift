@@ -164,3 +164,8 @@ package.targets += [
 if let cli = package.targets.first(where: { $0.name == "sandbox" }) {
     cli.dependencies.append("IOBench")
 }
+
+// MARK: - The `sandbox` CLI's own logic (its direct argument parser against ArgumentParser).
+package.targets += [
+    .testTarget(name: "SandboxCommandTests", dependencies: ["sandbox"]),
+]

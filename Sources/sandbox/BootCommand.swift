@@ -45,6 +45,31 @@ struct MachineOptions: ParsableArguments {
     @Flag(help: "Attach a virtio-rng device.")
     var rng = false
 
+    var values: MachineArguments {
+        MachineArguments(kernel: kernel, initrd: initrd, cmdline: cmdline, append: append, firmware: firmware, vcpus: vcpus,
+                         memory: memory, bootProtocol: bootProtocol, noHostFlags: noHostFlags, disk: disk, net: net,
+                         vsock: vsock, rng: rng)
+    }
+
+    func machineConfig() throws -> MachineConfig { try values.machineConfig() }
+}
+
+/// The machine options' values, however they were parsed.
+struct MachineArguments: Equatable {
+    var kernel: String?
+    var initrd: String?
+    var cmdline: String?
+    var append: String?
+    var firmware: String?
+    var vcpus = 1
+    var memory = "256M"
+    var bootProtocol: MachineConfig.BootProtocol = .auto
+    var noHostFlags = false
+    var disk: [String] = []
+    var net: [String] = []
+    var vsock: String?
+    var rng = false
+
     func machineConfig() throws -> MachineConfig {
         guard let bytes = SizeParser.parse(memory) else { throw ValidationError("cannot parse --memory \(memory)") }
         let kernelPath = try kernel ?? Assets.require("vmlinux", what: "--kernel", hint: "run `make kernel` or pass --kernel")
@@ -66,9 +91,7 @@ struct MachineOptions: ParsableArguments {
         } catch { throw ValidationError(error.description) }
         return config
     }
-}
 
-extension MachineOptions {
     /// The config saved in a snapshot, with device backends replaced by any given options.
     func restoreConfig(snapshot: String) throws -> MachineConfig {
         var config: MachineConfig
@@ -129,6 +152,31 @@ struct BootCommand: ParsableCommand {
     @Flag(help: "Print SANDBOX-READY on stdout once the vCPUs run (with --console none or a file).")
     var notifyReady = false
 
+    var arguments: BootArguments {
+        BootArguments(machine: machine.values, confinement: confinement.values, timeout: timeout, timeline: timeline,
+                      exitStats: exitStats, report: report, snapshotAtMarker: snapshotAtMarker, snapshotMarker: snapshotMarker,
+                      snapshotContinue: snapshotContinue, restore: restore, console: console, notifyReady: notifyReady)
+    }
+
+    func run() throws { try arguments.run() }
+}
+
+/// `sandbox boot`'s option values, from ArgumentParser (`BootCommand.arguments`) or from the
+/// direct parser on the start path (`BootArguments.parse`).
+struct BootArguments: Equatable {
+    var machine = MachineArguments()
+    var confinement = Confinement()
+    var timeout: Double?
+    var timeline = false
+    var exitStats = false
+    var report: String?
+    var snapshotAtMarker: String?
+    var snapshotMarker: UInt8 = 2
+    var snapshotContinue = false
+    var restore: String?
+    var console = "stdout"
+    var notifyReady = false
+
     func run() throws {
         let start = ProcessStart.instant
         ProcessStart.argumentsParsed = .now()
@@ -173,13 +221,14 @@ struct BootCommand: ParsableCommand {
         }
         StopSignals.forward(to: vm)
         do { try vm.start() } catch { throw ValidationError(error.description) }
-        // The set-up code (argument parsing, image loading, KVM set-up) is not needed again;
-        // dropping it once the guest runs keeps this off the vCPU threads' start.
-        if vm.waitUntilGuestRuns(timeout: 1) { ResidentSet.dropCleanFilePages() }
+        let running = vm.waitUntilGuestRuns(timeout: 1)
         if notifyReady {
             let line = "SANDBOX-READY\n"
             _ = line.withCString { Glibc.write(1, $0, strlen($0)) }
         }
+        // The set-up code (argument parsing, image loading, KVM set-up) is not needed again;
+        // dropping it once the guest runs keeps this off the vCPU threads' start.
+        if running { ResidentSet.dropCleanFilePages() }
         let exit = vm.wait(timeout: timeout)
         terminal?.restore()
         let overhead = MemoryUsage.current(excludingGuestBytes: config.memorySize)

@@ -31,6 +31,23 @@ struct ConfinementOptions: ParsableArguments {
     @Option(help: "cgroup limit on tasks (threads included) (needs --cgroup).")
     var cgroupPids: UInt64?
 
+    var values: Confinement {
+        Confinement(seccomp: seccomp, jail: jail, uid: uid, gid: gid, cgroup: cgroup,
+                    cgroupMemory: cgroupMemory, cgroupCpus: cgroupCpus, cgroupPids: cgroupPids)
+    }
+}
+
+/// The confinement options' values, however they were parsed.
+struct Confinement: Equatable {
+    var seccomp: SeccompMode?
+    var jail = false
+    var uid: UInt32?
+    var gid: UInt32?
+    var cgroup: String?
+    var cgroupMemory: String?
+    var cgroupCpus: Double?
+    var cgroupPids: UInt64?
+
     var mode: SeccompMode {
         if let seccomp { return seccomp }
         if let env = getenv("SANDBOX_SECCOMP").flatMap({ SeccompMode(rawValue: String(cString: $0)) }) { return env }

@@ -21,13 +21,12 @@ enum Main {
 }
 
 extension BootCommand {
-    /// `sandbox boot` is on the start path of every sandbox, so it is parsed as a command of
-    /// its own, skipping the root's subcommand tables. Help, and any argument it cannot parse,
-    /// go the normal way (returns), so messages and usage are the root's.
+    /// `sandbox boot` is on the start path of every sandbox, so its arguments go through the
+    /// direct parser (`BootArguments.parse`). Help, and anything that parser leaves alone, go
+    /// the normal way (returns), so messages and usage are ArgumentParser's.
     static func runDirectly(_ arguments: [String]) {
-        guard !arguments.contains(where: { $0 == "-h" || $0 == "--help" || $0 == "help" || $0.hasPrefix("--generate-completion") }),
-              let command = try? BootCommand.parse(arguments) else { return }
-        do { try command.run() } catch { SandboxCommand.exit(withError: error) }
+        guard let parsed = BootArguments.parse(arguments) else { return }
+        do { try parsed.run() } catch { SandboxCommand.exit(withError: error) }
         SandboxCommand.exit()
     }
 }
