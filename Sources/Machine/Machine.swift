@@ -75,13 +75,15 @@ public final class Machine: @unchecked Sendable {
     let pauseGate = PauseGate()
     /// Guest memory's KVM slots, registered on a thread of their own while the rest is set up.
     private let memoryRegistration: MemoryRegistration
+    /// A restored machine's saved vCPU state, loaded by `start` (see `MachineBuilder.assemble`).
+    private let pendingVCPUState: [[UInt8]]?
     let markerSnapshot = Mutex<MarkerSnapshot?>(nil)
 
     init(config: MachineConfig, host: HostProfile, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU],
          serial: Serial8250, bootTimer: BootTimer, i8042: I8042, fwCfg: FwCfg?, commandLine: String,
          entry: CPUEntryState, portBus: Bus<UInt16, any PortDevice>, mmioBus: Bus<UInt64, any MMIODevice>,
          eventLoop: EventLoop, retained: [AnyObject], interruptLines: [EventFD], virtioDevices: [AttachedDevice], cpuidTables: [CPUIDTable], timeline: BootTimeline,
-         seccomp: SeccompMode, memoryRegistration: MemoryRegistration) {
+         seccomp: SeccompMode, memoryRegistration: MemoryRegistration, pendingVCPUState: [[UInt8]]? = nil) {
         self.config = config
         self.host = host
         self.vm = vm
@@ -103,6 +105,7 @@ public final class Machine: @unchecked Sendable {
         self.timelineState = Mutex(timeline)
         self.seccomp = seccomp
         self.memoryRegistration = memoryRegistration
+        self.pendingVCPUState = pendingVCPUState
     }
 
     /// The current lifecycle state.
@@ -119,6 +122,17 @@ public final class Machine: @unchecked Sendable {
         try lifecycle.withLock { (s) throws(MachineError) in
             guard case .built = s else { throw .wrongState(operation: "start", state: s.description) }
             s = .running
+        }
+        if let blobs = pendingVCPUState {
+            do throws(MachineError) {
+                if let error = memoryRegistration.wait() { throw error }
+                for (vcpu, blob) in zip(vcpus, blobs) { try VCPUStateIO.apply(blob, to: vcpu) }
+            } catch {
+                requestStop(.hostError(error.description))
+                runningVCPUs.store(0, ordering: .sequentiallyConsistent)
+                vcpuFinished()
+                throw error
+            }
         }
         do {
             try KickSignal.install()

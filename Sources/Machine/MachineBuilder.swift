@@ -173,12 +173,11 @@ public struct MachineBuilder {
                     cpuidTables.append(table)
                 }
             case let .restore(blobs):
-                // Restored MSRs (the KVM clock's page) refer to guest memory: KVM must know it.
-                if let error = registration.wait() { throw error }
+                // The saved state is loaded by `Machine.start`, once KVM knows guest memory
+                // (restored MSRs name the KVM clock's guest page): the registration's wait
+                // then overlaps the caller's own set-up (its seccomp filter, for one).
                 for (i, blob) in blobs.enumerated() {
-                    let vcpu = try vm.createVCPU(id: UInt32(i))
-                    try VCPUStateIO.apply(blob, to: vcpu)
-                    vcpus.append(vcpu)
+                    vcpus.append(try vm.createVCPU(id: UInt32(i)))
                     cpuidTables.append(try VCPUStateIO.cpuid(from: blob))
                 }
             }
@@ -200,7 +199,8 @@ public struct MachineBuilder {
                               bootTimer: bootTimer, i8042: i8042, fwCfg: fwCfg, commandLine: commandLine, entry: entry,
                               portBus: ports, mmioBus: mmio, eventLoop: loop, retained: retained,
                               interruptLines: [serialIRQ], virtioDevices: virtio, cpuidTables: cpuidTables, timeline: timeline,
-                              seccomp: seccomp, memoryRegistration: registration)
+                              seccomp: seccomp, memoryRegistration: registration,
+                              pendingVCPUState: { if case let .restore(blobs) = vcpuState { blobs } else { nil } }())
         link.machine = machine
         return machine
     }
