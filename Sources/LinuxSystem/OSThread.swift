@@ -49,14 +49,16 @@ public final class OSThread: @unchecked Sendable {
         }
     }
 
-    /// Waits for the thread to finish; later calls return immediately.
+    /// Waits for the thread to finish; later calls return immediately. Called on the thread
+    /// itself (its owner released there), it detaches instead: a thread cannot join itself.
     public func join() {
         let shouldJoin: Bool = lock.withLock {
             if joined { return false }
             joined = true
             return true
         }
-        if shouldJoin { pthread_join(handle, nil) }
+        guard shouldJoin else { return }
+        if pthread_equal(pthread_self(), handle) != 0 { pthread_detach(handle) } else { pthread_join(handle, nil) }
     }
 
     /// The kernel thread id of the calling thread.

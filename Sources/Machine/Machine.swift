@@ -469,8 +469,10 @@ final class MemoryRegistration: @unchecked Sendable {
     static func start(_ physical: GuestMemory, into vm: VirtualMachine) -> MemoryRegistration {
         let registration = MemoryRegistration()
         do {
-            registration.thread = try OSThread.spawn(name: "sbx-memslots", stackSize: 128 << 10) { [registration] in
-                registration.register(physical, into: vm)
+            // Weak: the last reference is always dropped on another thread, whose deinit
+            // then joins this one (a machine given up before it registered skips the call).
+            registration.thread = try OSThread.spawn(name: "sbx-memslots", stackSize: 128 << 10) { [weak registration] in
+                registration?.register(physical, into: vm)
             }
         } catch {
             registration.register(physical, into: vm)
