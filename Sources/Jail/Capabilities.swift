@@ -68,7 +68,7 @@ public enum Capabilities {
 
         public static func read(pid: Int32, tid: Int32? = nil) -> Status? {
             let path = tid.map { "/proc/\(pid)/task/\($0)/status" } ?? "/proc/\(pid)/status"
-            guard let text = readSmallFile(path) else { return nil }
+            guard let text = readTextFile(path) else { return nil }
             return Status(statusText: text)
         }
     }
@@ -89,20 +89,6 @@ extension StringProtocol {
 }
 
 /// Reads a small text file (procfs, sysfs, cgroupfs) in one go; nil when it cannot be read.
-func readSmallFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var bytes: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n < 0 && errno == EINTR { continue }
-        guard n > 0 else { break }
-        bytes.append(contentsOf: chunk[0..<n])
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
 
 /// Open file descriptors the process did not open itself.
 public enum Descriptors {

@@ -51,7 +51,7 @@ public final class Cgroup: @unchecked Sendable {
 
     /// Where each controller's hierarchy is mounted, from /proc/self/mountinfo.
     static func mounts() -> (v2: String?, v1: [String: String]) {
-        guard let text = readSmallFile("/proc/self/mountinfo") else { return (nil, [:]) }
+        guard let text = readTextFile("/proc/self/mountinfo") else { return (nil, [:]) }
         var v2: String?
         var v1: [String: String] = [:]
         for line in text.split(separator: "\n") {
@@ -148,7 +148,7 @@ public final class Cgroup: @unchecked Sendable {
     private func current() -> [String: String] {
         let (_, v1) = Cgroup.mounts()
         var paths: [String: String] = [:] // controller ("" for v2) → path in its hierarchy
-        for line in (readSmallFile("/proc/self/cgroup") ?? "").split(separator: "\n") {
+        for line in (readTextFile("/proc/self/cgroup") ?? "").split(separator: "\n") {
             let fields = line.split(separator: ":", maxSplits: 2, omittingEmptySubsequences: false)
             guard fields.count == 3 else { continue }
             for controller in fields[1].split(separator: ",", omittingEmptySubsequences: false) { paths[String(controller)] = String(fields[2]) }
@@ -195,7 +195,7 @@ public final class Cgroup: @unchecked Sendable {
         }
         let me = getpid()
         for dir in dirs {
-            if let procs = readSmallFile(dir + "/cgroup.procs"), procs.split(separator: "\n").contains(Substring("\(me)")) {
+            if let procs = readTextFile(dir + "/cgroup.procs"), procs.split(separator: "\n").contains(Substring("\(me)")) {
                 try? Cgroup.write("\(me)", to: origin(of: dir) + "/cgroup.procs")
             }
             _ = rmdir(dir)

@@ -59,18 +59,5 @@ public enum ResidentSet {
     }
 
     /// /proc/self/smaps, or nil if it cannot be read.
-    public static func readSmaps() -> String? {
-        let fd = open("/proc/self/smaps", O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { return nil }
-        defer { close(fd) }
-        var bytes: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 65536)
-        while true {
-            let n = chunk.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
-            if n < 0 && errno == EINTR { continue }
-            guard n > 0 else { break }
-            bytes += chunk[..<n]
-        }
-        return String(decoding: bytes, as: UTF8.self)
-    }
+    public static func readSmaps() -> String? { readTextFile("/proc/self/smaps") }
 }

@@ -62,7 +62,7 @@ func runTool(_ argv: [String], timeout: Double = 60) throws(IOBenchError) -> Int
     }
     let status = child.waitForExit(until: MonotonicInstant(nanoseconds: MonotonicInstant.now().nanoseconds + UInt64(timeout * 1e9)))
     guard status == 0 else {
-        let detail = (readFile(errPath) ?? "").split(separator: "\n").first.map(String.init) ?? "exit status \(status)"
+        let detail = (readTextFile(errPath) ?? "").split(separator: "\n").first.map(String.init) ?? "exit status \(status)"
         throw .tool(argv.joined(separator: " "), detail: detail)
     }
     return status

@@ -95,8 +95,8 @@ extension BenchScaleCommand {
             let argv = [shim, "-namespace", "bench", "-address", dir + "/none.sock", "-id", "start-\(i)", "start"]
             guard let child = try? ChildProcess(argv, environment: usePool ? ["SANDBOX_POOL": pool] : ["SANDBOX_POOL": ""]) else { continue }
             let status = child.waitForExit(until: MonotonicInstant(nanoseconds: MonotonicInstant.now().nanoseconds + 30_000_000_000))
-            let pidText = readFile(bundle + "/shim.pid") ?? ""
-            let claimedByPool = usePool && (readFile("/proc/\(pidText)/cmdline") ?? "").contains("pooled")
+            let pidText = readTextFile(bundle + "/shim.pid") ?? ""
+            let claimedByPool = usePool && (readTextFile("/proc/\(pidText)/cmdline") ?? "").contains("pooled")
             if status == 0, let exited = child.exited {
                 // A pooled start that found the pool empty fell back: it is not a pool figure.
                 if !usePool || claimedByPool { (usePool ? { withPool.append($0) } : { without.append($0) })(exited.milliseconds(since: child.spawned)) }

@@ -146,7 +146,7 @@ struct ScaleResult: Codable {
 
     /// Pss of a process in bytes (/proc/PID/smaps_rollup).
     static func pss(pid: pid_t) -> UInt64? {
-        guard let text = readFile("/proc/\(pid)/smaps_rollup") else { return nil }
+        guard let text = readTextFile("/proc/\(pid)/smaps_rollup") else { return nil }
         for line in text.split(separator: "\n") where line.hasPrefix("Pss:") {
             return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { UInt64($0) }.map { $0 * 1024 }
         }
@@ -155,7 +155,7 @@ struct ScaleResult: Codable {
 
     /// MemAvailable in bytes.
     static func memAvailable() -> UInt64 {
-        guard let text = readFile("/proc/meminfo") else { return 0 }
+        guard let text = readTextFile("/proc/meminfo") else { return 0 }
         for line in text.split(separator: "\n") where line.hasPrefix("MemAvailable:") {
             return (line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { UInt64($0) } ?? 0) * 1024
         }
@@ -167,7 +167,7 @@ struct ScaleResult: Codable {
         var r = rlimit()
         getrlimit(Int32(RLIMIT_NOFILE.rawValue), &r)
         let fds = (try? countEntries("/proc/self/fd")) ?? -1
-        let threadsMax = readFile("/proc/sys/kernel/threads-max")?.split(separator: "\n").first ?? "?"
+        let threadsMax = readTextFile("/proc/sys/kernel/threads-max")?.split(separator: "\n").first ?? "?"
         return "MemAvailable \(memAvailable() >> 20) MiB, fds \(fds)/\(r.rlim_cur), threads-max \(threadsMax)"
     }
 

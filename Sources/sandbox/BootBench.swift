@@ -102,7 +102,7 @@ struct BootBench {
         let status = child.waitForExit(until: deadline)
         sample.exitStatus = status
         sample.exit = child.exited.map { $0.milliseconds(since: t0) }
-        if case .sandbox = variant, let text = readFile(reportPath), let report = JSON.decode(BootReport.self, from: text) {
+        if case .sandbox = variant, let text = readTextFile(reportPath), let report = JSON.decode(BootReport.self, from: text) {
             func ms(_ key: String) -> Double? { report.timestamps[key].map { MonotonicInstant(nanoseconds: $0).milliseconds(since: t0) } }
             sample.firstGuestInstruction = ms("first-guest-instruction")
             sample.kernelEntry = ms("kernel-entry")

@@ -1,4 +1,5 @@
 import Glibc
+import LinuxSystem
 
 /// Host memory of a VMM process beyond the guest RAM it backs, from /proc/PID/smaps.
 struct MemoryUsage: Codable, Equatable {
@@ -14,7 +15,7 @@ struct MemoryUsage: Codable, Equatable {
     /// RAM, which splits the one mapping into several), or else any single mapping at least
     /// `guestBytes` long — the same rule for every VMM measured, so comparisons are fair.
     static func of(pid: Int32, excludingGuestBytes guestBytes: UInt64) -> MemoryUsage? {
-        guard let text = readFile("/proc/\(pid)/smaps") else { return nil }
+        guard let text = readTextFile("/proc/\(pid)/smaps") else { return nil }
         var mappings: [(lo: UInt64, hi: UInt64, rss: UInt64, pss: UInt64)] = []
         for line in text.split(separator: "\n") {
             if let first = line.first, first.isHexDigit, let dash = line.firstIndex(of: "-") {
@@ -63,17 +64,3 @@ struct MemoryUsage: Codable, Equatable {
     }
 }
 
-/// The whole contents of a (small, procfs) file.
-func readFile(_ path: String) -> String? {
-    let fd = open(path, O_RDONLY | O_CLOEXEC)
-    guard fd >= 0 else { return nil }
-    defer { close(fd) }
-    var data: [UInt8] = []
-    var chunk = [UInt8](repeating: 0, count: 65536)
-    while true {
-        let n = chunk.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n <= 0 { break }
-        data += chunk[0..<n]
-    }
-    return String(decoding: data, as: UTF8.self)
-}
