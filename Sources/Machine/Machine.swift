@@ -459,11 +459,16 @@ final class ConditionFlag: @unchecked Sendable {
 /// set up meanwhile. Whoever needs KVM to know guest memory calls `wait()` first: each vCPU
 /// thread before its first KVM_RUN, a restore before it loads vCPU state. If no thread can
 /// be started, the registration happens in `start` itself.
+///
+/// The thread is started before the VMM drops its privileges and never confines itself
+/// (a filter on it would make the later setuid/setgid, which glibc applies to every thread,
+/// fail there), so `wait()` joins it: once anyone has waited, the thread is gone, and no
+/// unconfined thread is left when the guest runs.
 final class MemoryRegistration: @unchecked Sendable {
-    // Invariant: `outcome` is written once, before `done` is signalled; `thread` is set by
-    // `start` before anyone else sees the object.
-    private let done = ConditionFlag()
-    private let outcome = Mutex<(error: MachineError?, at: MonotonicInstant?)>((nil, nil))
+    // Invariant: `outcome` is written once, before the thread ends; `thread` is set by
+    // `start` before anyone else sees the object and joined under `joining` only.
+    private let outcome = Mutex<(error: MachineError?, at: MonotonicInstant?, thread: Int32?)>((nil, nil, nil))
+    private let joining = Mutex<Void>(())
     private var thread: OSThread?
 
     static func start(_ physical: GuestMemory, into vm: VirtualMachine) -> MemoryRegistration {
@@ -483,18 +488,21 @@ final class MemoryRegistration: @unchecked Sendable {
     private func register(_ physical: GuestMemory, into vm: VirtualMachine) {
         var failure: MachineError?
         do throws(MachineError) { try MachineBuilder.mapMemory(physical, into: vm) } catch { failure = error }
-        outcome.withLock { $0 = (failure, .now()) }
-        done.signal()
+        outcome.withLock { $0 = (failure, .now(), OSThread.currentTID()) }
     }
 
-    /// Waits for the registration; the error if it failed.
+    /// Waits for the registration and for its thread to end; the error if it failed. Every
+    /// caller returns only after the thread is gone.
     func wait() -> MachineError? {
-        done.wait(seconds: nil)
+        joining.withLock { _ in thread?.join() }
         return outcome.withLock { $0.error }
     }
 
     /// When the registration finished, if it has.
     var finishedAt: MonotonicInstant? { outcome.withLock { $0.at } }
+
+    /// The kernel thread id that made the calls, once they are made.
+    var threadID: Int32? { outcome.withLock { $0.thread } }
 
     deinit {
         thread?.join()

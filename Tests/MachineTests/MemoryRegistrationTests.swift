@@ -1,5 +1,7 @@
+import Glibc
 import GuestMemory
 import KVM
+import LinuxSystem
 import Testing
 @testable import Machine
 
@@ -12,6 +14,10 @@ struct MemoryRegistrationTests {
         let registration = MemoryRegistration.start(memory, into: vm)
         #expect(registration.wait() == nil)
         #expect(registration.finishedAt != nil)
+        // Waiting also joined the thread, which ran with the VMM's privileges: it is gone.
+        let tid = try #require(registration.threadID)
+        #expect(tid != OSThread.currentTID())
+        #expect(access("/proc/self/task/\(tid)", F_OK) != 0)
         // Both slots are taken: registering the same addresses again in another slot overlaps them.
         #expect(throws: KVMError.self) {
             try vm.setUserMemoryRegion(slot: 5, guestAddress: 4 << 20, size: 1 << 20, hostAddress: memory.regions[1].hostAddress)
