@@ -205,7 +205,7 @@ struct BootArguments: Equatable {
         } catch {
             throw ValidationError(error.description)
         }
-        try confinement.dropPrivileges()
+        try confinement.dropPrivileges(ownedPaths: config.vsock.map { [$0.udsPath] } ?? [])
         if let dir = snapshotAtMarker {
             vm.snapshotAtMarker(snapshotMarker, directory: dir, stopAfter: !snapshotContinue) { result in
                 switch result {

@@ -119,7 +119,15 @@ struct Confinement: Equatable {
 
     /// After the machine is built: another uid/gid, no capabilities, no_new_privs, and the
     /// control role's filter on this thread (the vCPU and event-loop threads add their own).
-    func dropPrivileges() throws {
+    /// `ownedPaths` are files the VMM created and removes when it ends (the vsock listener's
+    /// socket): they pass to the new uid/gid first, so that in a sticky directory such as
+    /// /tmp the VMM can still remove them without its old privileges.
+    func dropPrivileges(ownedPaths: [String] = []) throws {
+        if uid != nil || gid != nil {
+            for path in ownedPaths where lchown(path, uid ?? UInt32.max, gid ?? UInt32.max) != 0 {
+                throw ValidationError("--uid/--gid: cannot hand \(path) over: \(String(cString: strerror(errno)))")
+            }
+        }
         if let gid {
             guard setgroups(0, nil) == 0, setgid(gid) == 0 else { throw ValidationError("--gid \(gid): \(String(cString: strerror(errno)))") }
         }

@@ -154,6 +154,17 @@ struct ConfinementTests {
         }
     }
 
+    @Test func aVMMThatDropsToAnotherUIDStillRemovesItsVsockSocket() throws {
+        let kernel = try TempFile(Self.poke, name: "kernel")
+        // /tmp is sticky: only the socket's owner (or root) may remove it there.
+        let socket = "/tmp/sandbox-test-vsock-\(getpid())"
+        defer { unlink(socket) }
+        let r = try run(Self.sandbox, ["boot", "--kernel", kernel.path, "--initrd", "none", "--console", "none", "--jail",
+                                       "--uid", "65534", "--gid", "65534", "--vsock", "cid=3,uds=\(socket)", "--timeout", "20"])
+        #expect(r.status == 0, "\(r.stderr)")
+        #expect(!FileManager.default.fileExists(atPath: socket), "\(socket) left behind")
+    }
+
     @Test func descriptorsTheVMMInheritsAreClosed() throws {
         let kernel = try TempFile(Self.spin, name: "kernel")
         // An fd without close-on-exec, as a careless parent would pass it.
@@ -168,3 +179,4 @@ struct ConfinementTests {
         }
     }
 }
+
