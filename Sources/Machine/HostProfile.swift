@@ -43,7 +43,12 @@ public struct HostProfile: Equatable, Sendable, Codable {
         case .pvm:
             // `sandbox_pvm` switches on the guest kernel's fixups for this host, including
             // clearing the CPU features the host's CPUID emulation shows despite the mask.
-            return ["sandbox_pvm"]
+            // `clocksource=kvm-clock`: this host ignores a TSC written through KVM_SET_MSRS
+            // (the guest TSC always reads the host's), so after a restore a guest timing
+            // itself by the TSC finds the whole time since its snapshot passed at once and
+            // its timekeeping catches up one second per loop iteration: seconds of emulated
+            // CPU for a template hours old. kvm-clock is restored exactly by KVM_SET_CLOCK.
+            return ["sandbox_pvm", "clocksource=kvm-clock"]
         }
     }
 }

@@ -82,8 +82,12 @@ public struct MachineConfig: Codable, Sendable, Equatable {
         let announce = (0..<virtioDeviceCount).compactMap(VirtioLayout.slot).map { VirtioLayout.commandLineWord(base: $0.base, irq: $0.irq) }
         if !announce.isEmpty { line += " " + announce.joined(separator: " ") }
         guard appendHostFlags else { return line }
-        let words = Set(line.split(separator: " ").map(String.init))
-        let extra = host.commandLineFlags.filter { !words.contains($0) }
+        // A flag is left out when the line already has it, or has its `key=` with any value.
+        let words = line.split(separator: " ")
+        let extra = host.commandLineFlags.filter { flag in
+            let key = flag.firstIndex(of: "=").map { flag[...$0] } ?? flag[...]
+            return !words.contains { $0 == flag || (key.hasSuffix("=") && $0.hasPrefix(key)) }
+        }
         return extra.isEmpty ? line : line + " " + extra.joined(separator: " ")
     }
 

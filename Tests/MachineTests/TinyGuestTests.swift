@@ -275,10 +275,14 @@ struct TinyGuestTests {
 
     @Test func pvmHostAddsItsFixupFlagsToTheCommandLineOnce() {
         var config = MachineConfig(kernelPath: "k", commandLine: "console=ttyS0 sandbox_pvm")
-        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 sandbox_pvm")
+        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 sandbox_pvm clocksource=kvm-clock")
         config.commandLine = "console=ttyS0"
-        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 sandbox_pvm")
+        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 sandbox_pvm clocksource=kvm-clock")
         #expect(config.effectiveCommandLine(host: HostProfile(kind: .hardware)) == "console=ttyS0")
+        // The user's own clocksource stays the only one.
+        config.commandLine = "console=ttyS0 clocksource=tsc"
+        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 clocksource=tsc sandbox_pvm")
+        config.commandLine = "console=ttyS0"
         config.appendHostFlags = false
         #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0")
         config.rng = true
