@@ -162,6 +162,11 @@ struct SnapshotTests {
         try bytes.write(to: URL(fileURLWithPath: t.kernel.path))
         let newSpec = try TemplateCache.Spec(config: t.config, marker: 0x03)
         #expect(newSpec.key != spec.key)
+        // So do the host's fixup flags: a config that takes them, on a kvm_pvm and a hardware host.
+        var flagged = t.config
+        flagged.appendHostFlags = true
+        #expect(try TemplateCache.Spec(config: flagged, marker: 0x03, host: HostProfile(kind: .pvm)).key
+                != TemplateCache.Spec(config: flagged, marker: 0x03, host: HostProfile(kind: .hardware)).key)
         let second = try cache.template(for: newSpec)
         #expect(second != first)
         #expect(!FileManager.default.fileExists(atPath: first), "the stale template was pruned")

@@ -7,7 +7,8 @@ import LinuxSystem
 /// cache keyed by what it was made from, so every further sandbox is a restore.
 ///
 /// The key covers the kernel and initrd (path, size, modification time, inode), the
-/// machine shape (vCPUs, memory, devices), the command line and the readiness marker.
+/// machine shape (vCPUs, memory, devices), the command line (with the host's fixup flags)
+/// and the readiness marker.
 /// Changing any of them selects a different template, built on first use. A template
 /// whose state file does not verify is removed and rebuilt.
 public struct TemplateCache: Sendable {
@@ -29,11 +30,16 @@ public struct TemplateCache: Sendable {
         public var marker: UInt8
         /// Identities of the input files, so an updated kernel or initrd gives a new key.
         public var inputs: [FileIdentity]
+        /// The command line the guest boots with on this host, its fixup flags included: a
+        /// change to those flags (they decide, for one, the guest's clocksource) selects a
+        /// new template rather than one booted under the old flags.
+        public var guestCommandLine: String
 
-        public init(config: MachineConfig, marker: UInt8) throws(MachineError) {
+        public init(config: MachineConfig, marker: UInt8, host: HostProfile = .detect()) throws(MachineError) {
             self.config = config
             self.marker = marker
             inputs = try ([config.kernelPath] + (config.initrdPath.map { [$0] } ?? [])).map { (p) throws(MachineError) in try FileIdentity(path: p) }
+            guestCommandLine = config.effectiveCommandLine(host: host)
         }
 
         /// The cache key: FNV-1a 64 of the spec's canonical JSON, in hex.
