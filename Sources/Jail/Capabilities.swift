@@ -88,8 +88,6 @@ extension StringProtocol {
     }
 }
 
-/// Reads a small text file (procfs, sysfs, cgroupfs) in one go; nil when it cannot be read.
-
 /// Open file descriptors the process did not open itself.
 public enum Descriptors {
     /// Closes every descriptor from `first` up except `keep` (close_range).

@@ -58,7 +58,7 @@ extension BenchScaleCommand {
             }
         }
         let elapsed = MonotonicInstant.now().milliseconds(since: t0) / 1000
-        let pss = live.compactMap { ScaleResult.pss(pid: $0.pid) }.reduce(0, +)
+        let pss = live.compactMap { ProcessMemory.pss(pid: $0.pid) }.reduce(0, +)
         let availableAfter = ScaleResult.memAvailable()
         let startTimes = failure == nil ? timeShimStart(shim: shim, pool: socket, dir: dir, runs: min(count, 5)) : nil
         let stopStart = MonotonicInstant.now()

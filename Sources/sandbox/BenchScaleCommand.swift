@@ -2,6 +2,7 @@ import ArgumentParser
 import Glibc
 import LinuxSystem
 import Machine
+import Pool
 
 /// `sandbox bench scale`: start N sandboxes with P in flight, keep them all alive, then stop them.
 struct BenchScaleCommand: ParsableCommand {
@@ -96,7 +97,7 @@ struct BenchScaleCommand: ParsableCommand {
             }
         }
         let elapsed = MonotonicInstant.now().milliseconds(since: t0) / 1000
-        let pss = live.compactMap { ScaleResult.pss(pid: $0.pid) }.reduce(0, +)
+        let pss = live.compactMap { ProcessMemory.pss(pid: $0.pid) }.reduce(0, +)
         let availableAfter = ScaleResult.memAvailable()
         for c in live + inFlight { c.terminate() }
         let stopStart = MonotonicInstant.now()
@@ -142,15 +143,6 @@ struct ScaleResult: Codable {
         }
         if let stoppedBecause { s += "stopped early: \(stoppedBecause)\n" }
         return s
-    }
-
-    /// Pss of a process in bytes (/proc/PID/smaps_rollup).
-    static func pss(pid: pid_t) -> UInt64? {
-        guard let text = readTextFile("/proc/\(pid)/smaps_rollup") else { return nil }
-        for line in text.split(separator: "\n") where line.hasPrefix("Pss:") {
-            return line.split(separator: " ", omittingEmptySubsequences: true).dropFirst().first.flatMap { UInt64($0) }.map { $0 * 1024 }
-        }
-        return nil
     }
 
     /// MemAvailable in bytes.
