@@ -275,13 +275,13 @@ struct TinyGuestTests {
 
     @Test func pvmHostAddsItsFixupFlagsToTheCommandLineOnce() {
         var config = MachineConfig(kernelPath: "k", commandLine: "console=ttyS0 sandbox_pvm")
-        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 sandbox_pvm clocksource=kvm-clock percpu_alloc=page")
+        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 sandbox_pvm clocksource=kvm-clock percpu_alloc=page noreplace-smp")
         config.commandLine = "console=ttyS0"
-        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 sandbox_pvm clocksource=kvm-clock percpu_alloc=page")
+        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 sandbox_pvm clocksource=kvm-clock percpu_alloc=page noreplace-smp")
         #expect(config.effectiveCommandLine(host: HostProfile(kind: .hardware)) == "console=ttyS0")
         // The user's own clocksource stays the only one.
         config.commandLine = "console=ttyS0 clocksource=tsc"
-        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 clocksource=tsc sandbox_pvm percpu_alloc=page")
+        #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0 clocksource=tsc sandbox_pvm percpu_alloc=page noreplace-smp")
         config.commandLine = "console=ttyS0"
         config.appendHostFlags = false
         #expect(config.effectiveCommandLine(host: HostProfile(kind: .pvm)) == "console=ttyS0")
