@@ -24,8 +24,8 @@ struct MachineOptions: ParsableArguments {
     @Option(help: "Number of vCPUs.")
     var vcpus: Int = 1
 
-    @Option(help: "Guest memory, e.g. 256M or 1G.")
-    var memory: String = "256M"
+    @Option(help: "Guest memory, e.g. 128M or 1G.")
+    var memory: String = "128M"
 
     @Option(help: "Direct-boot entry: auto, pvh or linux64.")
     var bootProtocol: MachineConfig.BootProtocol = .auto
@@ -62,7 +62,7 @@ struct MachineArguments: Equatable {
     var append: String?
     var firmware: String?
     var vcpus = 1
-    var memory = "256M"
+    var memory = "128M"
     var bootProtocol: MachineConfig.BootProtocol = .auto
     var noHostFlags = false
     var disk: [String] = []
