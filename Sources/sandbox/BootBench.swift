@@ -53,7 +53,6 @@ struct BootBench {
     /// QEMU `-M microvm` with the console on stdout and nothing else: the shape every
     /// QEMU comparison uses (a kvm_pvm host cannot give the guest these CPU features, and
     /// QEMU cannot set MSR 0x10a there).
-
     static func qemuMachineArguments(qemu: String, host: HostProfile, memoryBytes: UInt64, vcpus: Int) -> [String] {
         [qemu, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off", "-enable-kvm",
          "-cpu", host.kind == .pvm ? "host,-xsave,-avx,-cx16,-popcnt,-smap,-arch-capabilities" : "host",
