@@ -21,7 +21,6 @@ public enum ResidentSet {
     public static func dropCleanFilePages() -> Int {
         guard let text = readSmaps() else { return 0 }
         var chosen: [(lo: UInt, hi: UInt, rss: Int)] = []
-        chosen.reserveCapacity(16)
         var candidate: (lo: UInt, hi: UInt)?
         var rss = 0, anonymous = -1
         func finish() {

@@ -25,7 +25,7 @@ struct MachineOptions: ParsableArguments {
     var vcpus: Int = 1
 
     @Option(help: "Guest memory, e.g. 128M or 1G.")
-    var memory: String = "128M"
+    var memory: String = MachineArguments.defaultMemory
 
     @Option(help: "Direct-boot entry: auto, pvh or linux64.")
     var bootProtocol: MachineConfig.BootProtocol = .auto
@@ -56,13 +56,17 @@ struct MachineOptions: ParsableArguments {
 
 /// The machine options' values, however they were parsed.
 struct MachineArguments: Equatable {
+    /// Guest memory when none is given: Firecracker's default. Struct-page set-up and
+    /// release in the guest kernel scale with it.
+    static let defaultMemory = "128M"
+
     var kernel: String?
     var initrd: String?
     var cmdline: String?
     var append: String?
     var firmware: String?
     var vcpus = 1
-    var memory = "128M"
+    var memory = Self.defaultMemory
     var bootProtocol: MachineConfig.BootProtocol = .auto
     var noHostFlags = false
     var disk: [String] = []
