@@ -73,17 +73,13 @@ public final class Machine: @unchecked Sendable {
     private let done = Mutex<[@Sendable () -> Void]>([])
     private let finished = ConditionFlag()
     let pauseGate = PauseGate()
-    /// Guest memory's KVM slots, registered on a thread of their own while the rest is set up.
-    private let memoryRegistration: MemoryRegistration
-    /// A restored machine's saved vCPU state, loaded by `start` (see `MachineBuilder.assemble`).
-    private let pendingVCPUState: [[UInt8]]?
     let markerSnapshot = Mutex<MarkerSnapshot?>(nil)
 
     init(config: MachineConfig, host: HostProfile, vm: VirtualMachine, memory: GuestMemory, vcpus: [VCPU],
          serial: Serial8250, bootTimer: BootTimer, i8042: I8042, fwCfg: FwCfg?, commandLine: String,
          entry: CPUEntryState, portBus: Bus<UInt16, any PortDevice>, mmioBus: Bus<UInt64, any MMIODevice>,
          eventLoop: EventLoop, retained: [AnyObject], interruptLines: [EventFD], virtioDevices: [AttachedDevice], cpuidTables: [CPUIDTable], timeline: BootTimeline,
-         seccomp: SeccompMode, memoryRegistration: MemoryRegistration, pendingVCPUState: [[UInt8]]? = nil) {
+         seccomp: SeccompMode) {
         self.config = config
         self.host = host
         self.vm = vm
@@ -104,8 +100,6 @@ public final class Machine: @unchecked Sendable {
         self.cpuidTables = cpuidTables
         self.timelineState = Mutex(timeline)
         self.seccomp = seccomp
-        self.memoryRegistration = memoryRegistration
-        self.pendingVCPUState = pendingVCPUState
     }
 
     /// The current lifecycle state.
@@ -123,17 +117,6 @@ public final class Machine: @unchecked Sendable {
             guard case .built = s else { throw .wrongState(operation: "start", state: s.description) }
             s = .running
         }
-        if let blobs = pendingVCPUState {
-            do throws(MachineError) {
-                if let error = memoryRegistration.wait() { throw error }
-                for (vcpu, blob) in zip(vcpus, blobs) { try VCPUStateIO.apply(blob, to: vcpu) }
-            } catch {
-                requestStop(.hostError(error.description))
-                runningVCPUs.store(0, ordering: .sequentiallyConsistent)
-                vcpuFinished()
-                throw error
-            }
-        }
         do {
             try KickSignal.install()
             if seccomp == .off { Log.warning(Seccomp.offWarning) }
@@ -145,7 +128,7 @@ public final class Machine: @unchecked Sendable {
             runningVCPUs.store(vcpus.count, ordering: .sequentiallyConsistent)
             for index in vcpus.indices {
                 vcpuThreads.append(try OSThread.spawn(name: "sbx-vcpu\(index)") { [self] in
-                    if confine(.vcpu), memoryRegistered() { runVCPU(index) }
+                    if confine(.vcpu) { runVCPU(index) }
                     vcpuFinished()
                 })
             }
@@ -273,24 +256,6 @@ public final class Machine: @unchecked Sendable {
             requestStop(.hostError("confining the \(role.rawValue) thread: \(error)"))
             return false
         }
-    }
-
-    /// Waits until KVM knows guest memory; on failure the machine stops.
-    private func memoryRegistered() -> Bool {
-        let error = memoryRegistration.wait()
-        if let error {
-            requestStop(.hostError("registering guest memory with KVM: \(error)"))
-            return false
-        }
-        if let at = memoryRegistration.finishedAt {
-            timelineState.withLock { t in
-                if !t.phases.contains(where: { $0.name == "memory-registered" }) {
-                    t.phases.append(.init("memory-registered", at))
-                    t.phases.sort { $0.time < $1.time }
-                }
-            }
-        }
-        return true
     }
 
     private func vcpuFinished() {
@@ -450,61 +415,5 @@ final class ConditionFlag: @unchecked Sendable {
             if pthread_cond_timedwait(cond, mutex, &ts) == ETIMEDOUT { return set }
         }
         return true
-    }
-}
-
-/// KVM_SET_USER_MEMORY_REGION for every region, on a short-lived thread of its own: the
-/// call waits for the host kernel (an SRCU grace period; 4–8 ms on some hosts) and needs
-/// nothing but the host addresses, so devices, vCPUs, confinement and the vCPU threads are
-/// set up meanwhile. Whoever needs KVM to know guest memory calls `wait()` first: each vCPU
-/// thread before its first KVM_RUN, a restore before it loads vCPU state. If no thread can
-/// be started, the registration happens in `start` itself.
-///
-/// The thread is started before the VMM drops its privileges and never confines itself
-/// (a filter on it would make the later setuid/setgid, which glibc applies to every thread,
-/// fail there), so `wait()` joins it: once anyone has waited, the thread is gone, and no
-/// unconfined thread is left when the guest runs.
-final class MemoryRegistration: @unchecked Sendable {
-    // Invariant: `outcome` is written once, before the thread ends; `thread` is set by
-    // `start` before anyone else sees the object and joined under `joining` only.
-    private let outcome = Mutex<(error: MachineError?, at: MonotonicInstant?, thread: Int32?)>((nil, nil, nil))
-    private let joining = Mutex<Void>(())
-    private var thread: OSThread?
-
-    static func start(_ physical: GuestMemory, into vm: VirtualMachine) -> MemoryRegistration {
-        let registration = MemoryRegistration()
-        do {
-            // Weak: the last reference is always dropped on another thread, whose deinit
-            // then joins this one (a machine given up before it registered skips the call).
-            registration.thread = try OSThread.spawn(name: "sbx-memslots", stackSize: 128 << 10) { [weak registration] in
-                registration?.register(physical, into: vm)
-            }
-        } catch {
-            registration.register(physical, into: vm)
-        }
-        return registration
-    }
-
-    private func register(_ physical: GuestMemory, into vm: VirtualMachine) {
-        var failure: MachineError?
-        do throws(MachineError) { try MachineBuilder.mapMemory(physical, into: vm) } catch { failure = error }
-        outcome.withLock { $0 = (failure, .now(), OSThread.currentTID()) }
-    }
-
-    /// Waits for the registration and for its thread to end; the error if it failed. Every
-    /// caller returns only after the thread is gone.
-    func wait() -> MachineError? {
-        joining.withLock { _ in thread?.join() }
-        return outcome.withLock { $0.error }
-    }
-
-    /// When the registration finished, if it has.
-    var finishedAt: MonotonicInstant? { outcome.withLock { $0.at } }
-
-    /// The kernel thread id that made the calls, once they are made.
-    var threadID: Int32? { outcome.withLock { $0.thread } }
-
-    deinit {
-        thread?.join()
     }
 }

@@ -77,8 +77,6 @@ public struct MachineBuilder {
             vm = try kvm.createVM()
             try vm.setTSSAddress(BootLayout.tssAddress)
             try vm.setIdentityMapAddress(BootLayout.identityMapAddress)
-            try vm.createIRQChip()
-            try vm.createPIT2()
         } catch { throw .kvm(error) }
         phases.append(.init("kvm-vm-created"))
         do {
@@ -106,11 +104,12 @@ public struct MachineBuilder {
             }
         } catch { throw .boot(error) }
         phases.append(.init("images-loaded"))
-        // The vCPU threads wait for this just before their first KVM_RUN.
-        let registration = MemoryRegistration.start(physical, into: vm)
+        try MachineBuilder.registerMemory(physical, in: vm)
+        phases.append(.init("memory-registered"))
+        try MachineBuilder.createInterruptControllers(vm)
 
         return try assemble(kvm: kvm, vm: vm, memory: memory, physical: physical, fwCfgContent: fwCfgContent, entry: entry, retained: retained,
-                            commandLine: commandLine, phases: phases, vcpuState: .boot, registration: registration)
+                            commandLine: commandLine, phases: phases, vcpuState: .boot)
     }
 
     /// How vCPUs get their initial state.
@@ -125,7 +124,7 @@ public struct MachineBuilder {
     func assemble(kvm: KVMSystem, vm: VirtualMachine, memory: GuestMemory, physical: GuestMemory? = nil,
                   fwCfgContent: (items: [UInt16: FwCfg.Content], files: [String: FwCfg.Content])?,
                   entry: CPUEntryState, retained: [AnyObject], commandLine: String,
-                  phases: [BootTimeline.Phase], vcpuState: VCPUInitialState, registration: MemoryRegistration) throws(MachineError) -> Machine {
+                  phases: [BootTimeline.Phase], vcpuState: VCPUInitialState) throws(MachineError) -> Machine {
         var phases = phases
         // Devices.
         let link = MachineLink()
@@ -173,11 +172,10 @@ public struct MachineBuilder {
                     cpuidTables.append(table)
                 }
             case let .restore(blobs):
-                // The saved state is loaded by `Machine.start`, once KVM knows guest memory
-                // (restored MSRs name the KVM clock's guest page): the registration's wait
-                // then overlaps the caller's own set-up (its seccomp filter, for one).
                 for (i, blob) in blobs.enumerated() {
-                    vcpus.append(try vm.createVCPU(id: UInt32(i)))
+                    let vcpu = try vm.createVCPU(id: UInt32(i))
+                    try VCPUStateIO.apply(blob, to: vcpu)
+                    vcpus.append(vcpu)
                     cpuidTables.append(try VCPUStateIO.cpuid(from: blob))
                 }
             }
@@ -199,8 +197,7 @@ public struct MachineBuilder {
                               bootTimer: bootTimer, i8042: i8042, fwCfg: fwCfg, commandLine: commandLine, entry: entry,
                               portBus: ports, mmioBus: mmio, eventLoop: loop, retained: retained,
                               interruptLines: [serialIRQ], virtioDevices: virtio, cpuidTables: cpuidTables, timeline: timeline,
-                              seccomp: seccomp, memoryRegistration: registration,
-                              pendingVCPUState: { if case let .restore(blobs) = vcpuState { blobs } else { nil } }())
+                              seccomp: seccomp)
         link.machine = machine
         return machine
     }
@@ -260,8 +257,22 @@ public struct MachineBuilder {
         } catch { throw .memory(error) }
     }
 
-    /// One KVM memory slot per region of the guest-physical view (see `MemoryRegistration`).
-    static func mapMemory(_ physical: GuestMemory, into vm: VirtualMachine) throws(MachineError) {
+    /// The in-kernel LAPICs, IOAPIC and PIC, and the PIT; after `registerMemory`.
+    static func createInterruptControllers(_ vm: VirtualMachine) throws(MachineError) {
+        do {
+            try vm.createIRQChip()
+            try vm.createPIT2()
+        } catch { throw .kvm(error) }
+    }
+
+    /// One KVM memory slot per region of the guest-physical view.
+    ///
+    /// Called before the in-kernel irqchip and PIT exist: creating them registers their
+    /// I/O devices, and the host frees the old device lists after a normal SRCU grace
+    /// period. `KVM_SET_USER_MEMORY_REGION` waits for an expedited grace period of the
+    /// same SRCU, which queues behind that one: 4–8 ms on some hosts, against 0.2 ms for
+    /// the same call made first (`Bench/memslot-order.c` measures both orders).
+    static func registerMemory(_ physical: GuestMemory, in vm: VirtualMachine) throws(MachineError) {
         do {
             for (slot, region) in physical.regions.enumerated() {
                 try vm.setUserMemoryRegion(slot: UInt32(slot), guestAddress: region.guestBase.raw, size: region.size, hostAddress: region.hostAddress)

@@ -74,16 +74,14 @@ extension MachineBuilder {
             vm = try kvm.createVM()
             try vm.setTSSAddress(BootLayout.tssAddress)
             try vm.setIdentityMapAddress(BootLayout.identityMapAddress)
-            try vm.createIRQChip()
-            try vm.createPIT2()
         } catch { throw .kvm(error) }
-        let registration = MemoryRegistration.start(memory, into: vm)
+        try MachineBuilder.registerMemory(memory, in: vm)
+        try MachineBuilder.createInterruptControllers(vm)
         try VMStateIO.apply(vmBlob, to: vm)
         phases.append(.init("vm-restored"))
 
         let machine = try assemble(kvm: kvm, vm: vm, memory: memory, fwCfgContent: nil, entry: CPUEntryState(mode: .resetVector),
-                                   retained: [], commandLine: meta.commandLine, phases: phases, vcpuState: .restore(vcpuBlobs),
-                                   registration: registration)
+                                   retained: [], commandLine: meta.commandLine, phases: phases, vcpuState: .restore(vcpuBlobs))
         machine.serial.restore(meta.serial)
         machine.i8042.restore(meta.i8042)
         for (device, snap) in zip(machine.virtioDevices, meta.virtio) {
