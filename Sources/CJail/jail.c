@@ -10,7 +10,12 @@
 #include <unistd.h>
 #include <sys/capability.h>
 #include <sched.h>
+#include <pthread.h>
+#include <linux/filter.h>
+#include <linux/seccomp.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 
 int sbx_seccomp_resolve(const char *name) {
@@ -71,11 +76,17 @@ static void report_sigsys(int sig, siginfo_t *info, void *context) {
     _exit(128 + sig);
 }
 
+static pthread_once_t names_once = PTHREAD_ONCE_INIT;
+
+static void fill_names(void) {
+    for (int nr = 0; nr < SBX_MAX_SYSCALL; nr++) {
+        syscall_names[nr] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
+    }
+}
+
 static int install_reporter(void) {
     if (__atomic_load_n(&reporter_installed, __ATOMIC_ACQUIRE)) return 0;
-    for (int nr = 0; nr < SBX_MAX_SYSCALL; nr++) {
-        if (!syscall_names[nr]) syscall_names[nr] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
-    }
+    pthread_once(&names_once, fill_names);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = report_sigsys;
@@ -86,12 +97,30 @@ static int install_reporter(void) {
     return 0;
 }
 
-int sbx_seccomp_install(const char *role, const int *syscalls, int syscall_count,
-                        const sbx_arg_rule *rules, int rule_count, int mode) {
-    if (mode == SBX_SECCOMP_TRAP) {
-        int rc = install_reporter();
-        if (rc != 0) return rc;
-    }
+// MARK: - Compiled filters
+//
+// One slot per role and mode. A slot's program is written once, under `slots_lock`, and
+// never freed, so a loader may use it after dropping the lock.
+
+enum { SLOT_EMPTY, SLOT_COMPILING, SLOT_READY };
+
+typedef struct {
+    int state;
+    struct sock_fprog program;
+} filter_slot;
+
+static filter_slot slots[SBX_SECCOMP_ROLES][2];
+static pthread_mutex_t slots_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t slots_changed = PTHREAD_COND_INITIALIZER;
+
+static filter_slot *slot_of(int role, int mode) {
+    if (role < 0 || role >= SBX_SECCOMP_ROLES || (mode != SBX_SECCOMP_TRAP && mode != SBX_SECCOMP_LOG)) return NULL;
+    return &slots[role][mode];
+}
+
+// libseccomp's BPF for the allowlist, read back through a memfd.
+static int generate(const int *syscalls, int syscall_count, const sbx_arg_rule *rules, int rule_count,
+                    int mode, struct sock_fprog *out) {
     scmp_filter_ctx ctx = seccomp_init(mode == SBX_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
     if (!ctx) return -ENOMEM;
     int rc = 0;
@@ -102,11 +131,82 @@ int sbx_seccomp_install(const char *role, const int *syscalls, int syscall_count
         rc = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, rules[i].syscall, 1,
                               SCMP_CMP(rules[i].argument, SCMP_CMP_MASKED_EQ, 0xffffffffULL, (scmp_datum_t)rules[i].value));
     }
-    // This thread only (no TSYNC), so each role keeps its own filter.
-    if (rc == 0) rc = seccomp_load(ctx);
+    int fd = -1;
+    if (rc == 0) {
+        fd = memfd_create("sbx-seccomp", MFD_CLOEXEC);
+        if (fd < 0) rc = -errno;
+    }
+    if (rc == 0) rc = seccomp_export_bpf(ctx, fd);
     seccomp_release(ctx);
-    if (rc == 0) thread_role = strdup(role);
+    struct stat st;
+    if (rc == 0 && fstat(fd, &st) != 0) rc = -errno;
+    size_t size = rc == 0 ? (size_t)st.st_size : 0;
+    if (rc == 0 && (size == 0 || size % sizeof(struct sock_filter) != 0 || size / sizeof(struct sock_filter) > BPF_MAXINSNS)) rc = -E2BIG;
+    struct sock_filter *code = rc == 0 ? malloc(size) : NULL;
+    if (rc == 0 && !code) rc = -ENOMEM;
+    if (rc == 0 && pread(fd, code, size, 0) != (ssize_t)size) rc = -EIO;
+    if (fd >= 0) close(fd);
+    if (rc != 0) {
+        free(code);
+        return rc;
+    }
+    out->len = (unsigned short)(size / sizeof(struct sock_filter));
+    out->filter = code;
+    return 0;
+}
+
+int sbx_seccomp_wait(int role, int mode) {
+    filter_slot *slot = slot_of(role, mode);
+    if (!slot) return -EINVAL;
+    pthread_mutex_lock(&slots_lock);
+    while (slot->state == SLOT_COMPILING) pthread_cond_wait(&slots_changed, &slots_lock);
+    int ready = slot->state == SLOT_READY;
+    pthread_mutex_unlock(&slots_lock);
+    return ready;
+}
+
+int sbx_seccomp_compile(int role, const int *syscalls, int syscall_count,
+                        const sbx_arg_rule *rules, int rule_count, int mode) {
+    filter_slot *slot = slot_of(role, mode);
+    if (!slot) return -EINVAL;
+    pthread_mutex_lock(&slots_lock);
+    while (slot->state == SLOT_COMPILING) pthread_cond_wait(&slots_changed, &slots_lock);
+    if (slot->state == SLOT_READY) {
+        pthread_mutex_unlock(&slots_lock);
+        return 0;
+    }
+    slot->state = SLOT_COMPILING;
+    pthread_mutex_unlock(&slots_lock);
+
+    struct sock_fprog program = {0};
+    int rc = generate(syscalls, syscall_count, rules, rule_count, mode, &program);
+    // The reporter's name table, while we are off the start path anyway.
+    if (rc == 0 && mode == SBX_SECCOMP_TRAP) pthread_once(&names_once, fill_names);
+
+    pthread_mutex_lock(&slots_lock);
+    if (rc == 0) slot->program = program;
+    slot->state = rc == 0 ? SLOT_READY : SLOT_EMPTY;
+    pthread_cond_broadcast(&slots_changed);
+    pthread_mutex_unlock(&slots_lock);
     return rc;
+}
+
+int sbx_seccomp_load(int role, int mode, const char *role_name) {
+    filter_slot *slot = slot_of(role, mode);
+    if (!slot) return -EINVAL;
+    pthread_mutex_lock(&slots_lock);
+    struct sock_fprog program = slot->program;
+    int ready = slot->state == SLOT_READY;
+    pthread_mutex_unlock(&slots_lock);
+    if (!ready) return -ENOENT;
+    if (mode == SBX_SECCOMP_TRAP) {
+        int rc = install_reporter();
+        if (rc != 0) return rc;
+    }
+    // This thread only (no TSYNC), so each role keeps its own filter.
+    if (syscall(SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &program) != 0) return -errno;
+    thread_role = strdup(role_name);
+    return 0;
 }
 
 // MARK: - Capabilities

@@ -22,22 +22,46 @@ public enum Seccomp {
         return (numbers, rules)
     }
 
-    /// Confines the calling thread (and the threads it creates later) to `role`'s syscalls.
-    /// Needs no_new_privs or CAP_SYS_ADMIN; sets no_new_privs itself. `.off` does nothing.
-    public static func install(_ role: ThreadRole, mode: SeccompMode) throws(JailError) {
-        guard mode != .off else { return }
+    /// Compiles `role`'s filter for `mode` unless it is compiled already or being compiled
+    /// by another thread (then this waits for it). Filters stay compiled for the process.
+    public static func compile(_ role: ThreadRole, mode: SeccompMode) throws(JailError) {
+        guard mode != .off, sbx_seccomp_wait(role.filterSlot, mode.filterSlot) != 1 else { return }
         let (syscalls, rules) = try resolve(.of(role))
-        let nnp = sbx_set_no_new_privs()
-        guard nnp == 0 else { throw .noNewPrivileges(errno: -nnp) }
         let rc = syscalls.withUnsafeBufferPointer { s in
             rules.withUnsafeBufferPointer { r in
-                sbx_seccomp_install(role.rawValue, s.baseAddress, Int32(s.count), r.baseAddress, Int32(r.count),
-                                    mode == .log ? Int32(SBX_SECCOMP_LOG) : Int32(SBX_SECCOMP_TRAP))
+                sbx_seccomp_compile(role.filterSlot, s.baseAddress, Int32(s.count), r.baseAddress, Int32(r.count), mode.filterSlot)
             }
         }
         guard rc == 0 else { throw .seccomp(role: role.rawValue, errno: -rc) }
     }
 
+    /// Confines the calling thread (and the threads it creates later) to `role`'s syscalls.
+    /// Needs no_new_privs or CAP_SYS_ADMIN; sets no_new_privs itself. `.off` does nothing.
+    public static func install(_ role: ThreadRole, mode: SeccompMode) throws(JailError) {
+        guard mode != .off else { return }
+        try compile(role, mode: mode)
+        let nnp = sbx_set_no_new_privs()
+        guard nnp == 0 else { throw .noNewPrivileges(errno: -nnp) }
+        let rc = sbx_seccomp_load(role.filterSlot, mode.filterSlot, role.rawValue)
+        guard rc == 0 else { throw .seccomp(role: role.rawValue, errno: -rc) }
+    }
+
     /// The warning `--seccomp=off` prints, once, before the guest runs.
     public static let offWarning = "WARNING: seccomp filters are OFF (--seccomp=off): a compromised device model can make any syscall. Debugging only."
+}
+
+extension ThreadRole {
+    /// The role's index among the compiled filters.
+    var filterSlot: Int32 {
+        switch self {
+        case .vcpu: 0
+        case .eventLoop: 1
+        case .control: 2
+        }
+    }
+}
+
+extension SeccompMode {
+    /// What a filter does with a forbidden syscall, as the compiled filters index it.
+    var filterSlot: Int32 { self == .log ? Int32(SBX_SECCOMP_LOG) : Int32(SBX_SECCOMP_TRAP) }
 }

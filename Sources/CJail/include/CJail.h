@@ -24,13 +24,25 @@ typedef struct {
 // The syscall number for `name` on this architecture, or -1 when libseccomp does not know it.
 int sbx_seccomp_resolve(const char *name);
 
-// Installs a filter on the calling thread (and the threads it creates afterwards):
-// every syscall in `syscalls` is allowed outright, those in `rules` only with the given
-// argument value; everything else gets `mode`.
-// `role` names the thread in the SIGSYS report; it must be a string literal or otherwise
-// outlive the thread. Returns 0 or a negative errno.
-int sbx_seccomp_install(const char *role, const int *syscalls, int syscall_count,
+// Filters are compiled ahead, one per role (0 ..< SBX_SECCOMP_ROLES) and mode, so that
+// installing one on a thread that is about to run the guest is a single syscall.
+enum { SBX_SECCOMP_ROLES = 3 };
+
+// Compiles the filter of `role` for `mode` unless it is compiled already: every syscall in
+// `syscalls` allowed outright, those in `rules` only with the given argument value,
+// everything else gets `mode`. Waits for a compile of the same filter that another thread
+// has under way. Thread-safe. Returns 0 or a negative errno.
+int sbx_seccomp_compile(int role, const int *syscalls, int syscall_count,
                         const sbx_arg_rule *rules, int rule_count, int mode);
+
+// 1 when the filter of `role` for `mode` is compiled, 0 when it is not and no thread is
+// compiling it (after waiting for one that is), or a negative errno.
+int sbx_seccomp_wait(int role, int mode);
+
+// Installs the compiled filter of `role` for `mode` on the calling thread (and the threads
+// it creates afterwards); needs no_new_privs. `role_name` names the thread in the SIGSYS
+// report. Returns 0, -ENOENT when the filter is not compiled, or a negative errno.
+int sbx_seccomp_load(int role, int mode, const char *role_name);
 
 // Caps of the calling thread: keeps `keep` (CAP_* numbers) permitted and effective, clears
 // the rest, the inheritable and ambient sets, and drops everything else from the bounding
