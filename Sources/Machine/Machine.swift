@@ -72,6 +72,8 @@ public final class Machine: @unchecked Sendable {
     private var loopThread: OSThread?
     private let done = Mutex<[@Sendable () -> Void]>([])
     private let finished = ConditionFlag()
+    /// Set when a vCPU first enters the guest, or when the machine stops before any did.
+    private let entered = ConditionFlag()
     let pauseGate = PauseGate()
     let markerSnapshot = Mutex<MarkerSnapshot?>(nil)
 
@@ -122,13 +124,23 @@ public final class Machine: @unchecked Sendable {
             if seccomp == .off { Log.warning(Seccomp.offWarning) }
             let loop = eventLoop
             loopThread = try OSThread.spawn(name: "sbx-events") { [self] in
+                // Its filter is compiled once vCPU 0 has entered its loop: on a host that
+                // packs new threads onto one CPU, compiling both at once delayed the guest's
+                // first instruction by a millisecond. Device notifications wait in their
+                // eventfds until the loop first polls them.
+                _ = entered.wait(seconds: nil)
                 guard confine(.eventLoop) else { return }
+                notePhase("event-loop-confined")
                 loop.run()
             }
             runningVCPUs.store(vcpus.count, ordering: .sequentiallyConsistent)
             for index in vcpus.indices {
                 vcpuThreads.append(try OSThread.spawn(name: "sbx-vcpu\(index)") { [self] in
-                    if confine(.vcpu) { runVCPU(index) }
+                    if index == 0 { notePhase("vcpu0-thread") }
+                    if confine(.vcpu) {
+                        if index == 0 { notePhase("vcpu0-confined") }
+                        runVCPU(index)
+                    }
                     vcpuFinished()
                 })
             }
@@ -143,14 +155,7 @@ public final class Machine: @unchecked Sendable {
     /// Waits until a vCPU has entered the guest, the machine stopped, or `timeout` seconds
     /// passed; true in the first case. For work that should not compete with vCPU start-up.
     public func waitUntilGuestRuns(timeout: Double) -> Bool {
-        let deadline = MonotonicInstant.now().nanoseconds + UInt64(max(0, timeout) * 1e9)
-        while MonotonicInstant.now().nanoseconds < deadline {
-            if timeline.firstGuestInstruction != nil { return true }
-            switch state {
-            case .built, .running, .paused: usleep(100)
-            default: return false
-            }
-        }
+        _ = entered.wait(seconds: max(0, timeout))
         return timeline.firstGuestInstruction != nil
     }
 
@@ -269,6 +274,7 @@ public final class Machine: @unchecked Sendable {
         }
         let callbacks = done.withLock { $0 }
         for c in callbacks { c() }
+        entered.signal()
         finished.signal()
     }
 
@@ -284,6 +290,12 @@ public final class Machine: @unchecked Sendable {
         }
     }
 
+    /// A start-up step after `build` (vCPU 0's thread), for start-up profiles.
+    private func notePhase(_ name: String) {
+        let phase = BootTimeline.Phase(name)
+        timelineState.withLock { $0.phases.append(phase) }
+    }
+
     func noteFirstRun() {
         timelineState.withLock { t in
             if t.firstGuestInstruction == nil {
@@ -292,6 +304,7 @@ public final class Machine: @unchecked Sendable {
                 if config.firmwarePath == nil { t.kernelEntry = now }
             }
         }
+        entered.signal()
     }
 
     var shouldStop: Bool { stopFlag.load(ordering: .relaxed) }

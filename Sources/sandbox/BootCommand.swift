@@ -223,9 +223,18 @@ struct BootArguments: Equatable {
         if isatty(0) == 1 || getenv("SANDBOX_CONSOLE_INPUT") != nil {
             try? vm.attachConsoleInput(fd: 0, escape: terminal != nil)
         }
-        StopSignals.forward(to: vm)
+        StopSignals.block()
         do { try vm.start() } catch { throw ValidationError(error.description) }
+        // The vCPU and event-loop threads install their own filters as they start; this
+        // thread's, the largest to compile (~1 ms), follows once the guest runs, off the way
+        // to its first instruction. Until then this thread only waits.
         let running = vm.waitUntilGuestRuns(timeout: 1)
+        do { try confinement.confineControlThread() } catch {
+            vm.requestStop(.hostError("\(error)"))
+            _ = vm.wait(timeout: nil)
+            throw error
+        }
+        StopSignals.forward(to: vm)
         if notifyReady {
             let line = "SANDBOX-READY\n"
             _ = line.withCString { Glibc.write(1, $0, strlen($0)) }
@@ -280,13 +289,22 @@ struct BootArguments: Equatable {
 
 /// SIGTERM, SIGINT and SIGHUP stop the guest cleanly (devices closed, TAPs and sockets removed).
 enum StopSignals {
-    static func forward(to machine: Machine) {
+    static var set: sigset_t {
         var set = sigset_t()
         sigemptyset(&set)
         for s in [SIGTERM, SIGINT, SIGHUP] { sigaddset(&set, s) }
-        // Blocked in this thread before any other exists, so every thread inherits the mask
-        // and only the waiter below ever takes these signals.
-        pthread_sigmask(SIG_BLOCK, &set, nil)
+        return set
+    }
+
+    /// Blocks the stop signals in this thread before any other exists, so every thread
+    /// inherits the mask and only `forward`'s waiter ever takes them.
+    static func block() {
+        var s = set
+        pthread_sigmask(SIG_BLOCK, &s, nil)
+    }
+
+    /// Stops `machine` on the first stop signal; after `block`.
+    static func forward(to machine: Machine) {
         let blocked = set
         _ = try? OSThread.spawn(name: "sbx-signals", stackSize: 64 * 1024) { [weak machine] in
             var s = blocked

@@ -117,8 +117,9 @@ struct Confinement: Equatable {
         catch { throw ValidationError("--jail: \(error)") }
     }
 
-    /// After the machine is built: another uid/gid, no capabilities, no_new_privs, and the
-    /// control role's filter on this thread (the vCPU and event-loop threads add their own).
+    /// After the machine is built and before its threads start: another uid/gid and no
+    /// capabilities (the threads inherit both; the control role's filter follows in
+    /// `confineControlThread`).
     /// `ownedPaths` are files the VMM created and removes when it ends (the vsock listener's
     /// socket): they pass to the new uid/gid first, so that in a sticky directory such as
     /// /tmp the VMM can still remove them without its old privileges.
@@ -135,10 +136,13 @@ struct Confinement: Equatable {
             guard setuid(uid) == 0 else { throw ValidationError("--uid \(uid): \(String(cString: strerror(errno)))") }
         }
         guard mode != .off else { return } // the machine warns as it starts
-        do {
-            try Capabilities.limit(keeping: [])
-            try Seccomp.install(.control, mode: mode)
-        } catch { throw ValidationError("\(error)") }
+        do { try Capabilities.limit(keeping: []) } catch { throw ValidationError("\(error)") }
+    }
+
+    /// The control thread's seccomp filter, after `dropPrivileges`: inherited by the
+    /// threads this thread starts afterwards.
+    func confineControlThread() throws {
+        do { try Seccomp.install(.control, mode: mode) } catch { throw ValidationError("\(error)") }
     }
 }
 

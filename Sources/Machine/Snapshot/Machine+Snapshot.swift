@@ -1,5 +1,6 @@
 import Glibc
 import GuestMemory
+import Jail
 import KVM
 import LegacyDevices
 import LinuxSystem
@@ -55,13 +56,21 @@ extension Machine {
     /// `completion` gets the outcome on the snapshotting thread.
     ///
     /// The snapshotting thread is started here, by the caller: a thread the vCPU started
-    /// would inherit the vCPU's seccomp filter, which allows no file system calls.
+    /// would inherit the vCPU's seccomp filter, which allows no file system calls. It
+    /// installs the control role's filter itself before it waits: the caller may confine
+    /// itself only later (`sandbox boot` does once the guest runs).
     public func snapshotAtMarker(_ marker: UInt8, directory: String, stopAfter: Bool,
                                  completion: @escaping @Sendable (Result<Void, MachineError>) -> Void = { _ in }) {
         let trigger = SnapshotTrigger()
         markerSnapshot.withLock { $0 = MarkerSnapshot(marker: marker, trigger: trigger) }
         onStop { trigger.settle(.cancelled) }
+        let mode = seccomp
         let started = try? OSThread.spawn(name: "sbx-snapshot") { [self] in
+            do throws(JailError) { try Seccomp.install(.control, mode: mode) } catch {
+                completion(.failure(.snapshot(.io("cannot confine the snapshot thread: \(error)"))))
+                requestStop(.hostError("confining the snapshot thread: \(error)"))
+                return
+            }
             let paused: MachineError?
             switch trigger.wait() {
             case .cancelled, .waiting: return
