@@ -45,7 +45,7 @@ enum FirmwareBoot {
             guard let pvh = elf.pvhEntry else {
                 throw .malformedELF("the firmware path needs a bzImage or a vmlinux with a PVH entry note")
             }
-            kernelEnd = try DirectBoot.loadELF(elf, from: images.kernelBytes, into: memory)
+            kernelEnd = try DirectBoot.loadELF(elf, from: images.kernelBytes, file: images.kernelFile, into: memory)
             items[S.kernelEntry] = .bytes(le(UInt32(truncatingIfNeeded: pvh)))
             items[S.kernelAddress] = .bytes(le(UInt32(truncatingIfNeeded: elf.physicalRange.lowerBound)))
             items[S.kernelSize] = .bytes(le(UInt32(truncatingIfNeeded: elf.physicalRange.count)))
