@@ -180,8 +180,6 @@ int sbx_seccomp_compile(int role, const int *syscalls, int syscall_count,
 
     struct sock_fprog program = {0};
     int rc = generate(syscalls, syscall_count, rules, rule_count, mode, &program);
-    // The reporter's name table, while we are off the start path anyway.
-    if (rc == 0 && mode == SBX_SECCOMP_TRAP) pthread_once(&names_once, fill_names);
 
     pthread_mutex_lock(&slots_lock);
     if (rc == 0) slot->program = program;

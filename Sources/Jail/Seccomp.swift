@@ -24,7 +24,7 @@ public enum Seccomp {
 
     /// Compiles `role`'s filter for `mode` unless it is compiled already or being compiled
     /// by another thread (then this waits for it). Filters stay compiled for the process.
-    public static func compile(_ role: ThreadRole, mode: SeccompMode) throws(JailError) {
+    static func compile(_ role: ThreadRole, mode: SeccompMode) throws(JailError) {
         guard mode != .off, sbx_seccomp_wait(role.filterSlot, mode.filterSlot) != 1 else { return }
         let (syscalls, rules) = try resolve(.of(role))
         let rc = syscalls.withUnsafeBufferPointer { s in

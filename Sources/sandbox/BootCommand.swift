@@ -210,6 +210,7 @@ struct BootArguments: Equatable {
             throw ValidationError(error.description)
         }
         try confinement.dropPrivileges(ownedPaths: config.vsock.map { [$0.udsPath] } ?? [])
+        StopSignals.block()
         if let dir = snapshotAtMarker {
             vm.snapshotAtMarker(snapshotMarker, directory: dir, stopAfter: !snapshotContinue) { result in
                 switch result {
@@ -223,7 +224,6 @@ struct BootArguments: Equatable {
         if isatty(0) == 1 || getenv("SANDBOX_CONSOLE_INPUT") != nil {
             try? vm.attachConsoleInput(fd: 0, escape: terminal != nil)
         }
-        StopSignals.block()
         do { try vm.start() } catch { throw ValidationError(error.description) }
         // The vCPU and event-loop threads install their own filters as they start; this
         // thread's, the largest to compile (~1 ms), follows once the guest runs, off the way
