@@ -83,9 +83,14 @@ clean:
 
 # --- protobuf: regenerate the checked-in Swift from Protos/ (builds protoc-gen-swift once,
 # cached outside the tree); Protos/check.sh fails when the checked-in files are stale.
-.PHONY: protos
+.PHONY: protos syscall-table
 protos:
 	Protos/generate.sh
+
+# --- the x86_64 syscall table the seccomp filters and the SIGSYS reporter use, from
+# libseccomp (checked in; JailTests fail when it differs from the installed libseccomp).
+syscall-table:
+	Sources/CJail/generate-syscall-table.sh
 
 # --- fuzzing (Fuzz/): one libFuzzer binary for every target, built with the address
 # sanitizer and coverage instrumentation in its own scratch path (SANDBOX_FUZZ=1 declares it in Package.swift) and

@@ -110,7 +110,7 @@ package.targets += [
 // a mount-namespace jail and cgroup limits for the VMM process.
 package.targets += [
     // libseccomp and libcap stay out of CLinux so the static guest agent never links them.
-    .target(name: "CJail", linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("cap")]),
+    .target(name: "CJail", exclude: ["generate-syscall-table.sh"], linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("cap")]),
     .target(name: "Jail", dependencies: ["CJail", "CLinux", "LinuxSystem"]),
     .testTarget(name: "JailTests", dependencies: ["Jail", "Machine", "LinuxSystem"]),
     // A VMM with a device that makes a forbidden syscall when the guest pokes it: the

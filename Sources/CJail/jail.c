@@ -1,5 +1,6 @@
 #define _GNU_SOURCE
 #include "CJail.h"
+#include "syscall_table.h"
 
 #include <errno.h>
 #include <seccomp.h>
@@ -11,25 +12,37 @@
 #include <sys/capability.h>
 #include <sched.h>
 #include <pthread.h>
+#include <linux/audit.h>
 #include <linux/filter.h>
 #include <linux/seccomp.h>
+#include <stddef.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 
 int sbx_seccomp_resolve(const char *name) {
-    int nr = seccomp_syscall_resolve_name(name);
-    return nr == __NR_SCMP_ERROR ? -1 : nr;
+    int low = 0, high = SBX_SYSCALL_NAME_COUNT - 1;
+    while (low <= high) {
+        int middle = low + (high - low) / 2;
+        int nr = sbx_syscalls_by_name[middle];
+        int order = strcmp(name, sbx_syscall_names[nr]);
+        if (order == 0) return nr;
+        if (order < 0) high = middle - 1; else low = middle + 1;
+    }
+    return -1;
+}
+
+const char *sbx_seccomp_name(int nr) {
+    return nr >= 0 && nr < SBX_SYSCALL_TABLE_SIZE ? sbx_syscall_names[nr] : NULL;
 }
 
 // MARK: - SIGSYS reporter
 //
 // The handler may run while the faulting thread holds the allocator's lock, so it only
-// uses what was prepared beforehand: the role string of the thread and a table of names.
+// uses what was prepared beforehand: the role string of the thread and the static table
+// of names.
 
-#define SBX_MAX_SYSCALL 512
-static const char *syscall_names[SBX_MAX_SYSCALL];
 static __thread const char *thread_role = "unnamed (filter inherited from its creator)";
 static int reporter_installed;
 
@@ -55,9 +68,10 @@ static void report_sigsys(int sig, siginfo_t *info, void *context) {
     put(&p, end, thread_role);
     put(&p, end, "' called forbidden syscall ");
     put_num(&p, end, nr);
-    if (nr >= 0 && nr < SBX_MAX_SYSCALL && syscall_names[nr]) {
+    const char *name = sbx_seccomp_name(nr);
+    if (name) {
         put(&p, end, " (");
-        put(&p, end, syscall_names[nr]);
+        put(&p, end, name);
         put(&p, end, ")");
     }
     put(&p, end, "; the VMM process is killed\n");
@@ -76,17 +90,8 @@ static void report_sigsys(int sig, siginfo_t *info, void *context) {
     _exit(128 + sig);
 }
 
-static pthread_once_t names_once = PTHREAD_ONCE_INIT;
-
-static void fill_names(void) {
-    for (int nr = 0; nr < SBX_MAX_SYSCALL; nr++) {
-        syscall_names[nr] = seccomp_syscall_resolve_num_arch(SCMP_ARCH_NATIVE, nr);
-    }
-}
-
 static int install_reporter(void) {
     if (__atomic_load_n(&reporter_installed, __ATOMIC_ACQUIRE)) return 0;
-    pthread_once(&names_once, fill_names);
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_sigaction = report_sigsys;
@@ -118,9 +123,115 @@ static filter_slot *slot_of(int role, int mode) {
     return &slots[role][mode];
 }
 
-// libseccomp's BPF for the allowlist, read back through a memfd.
+// MARK: - The BPF program
+//
+// The allowlist as a classic BPF program: the architecture, then the x32 range, then one
+// block per syscall allowed with argument values (ioctl, socket: these are the only
+// syscalls for which the kernel runs the filter once it has cached the others), then one
+// compare-and-return per syscall allowed outright. Every return is inline, so no jump
+// needs more than the 8 bits of a conditional offset.
+
+#define DATA_ARCH offsetof(struct seccomp_data, arch)
+#define DATA_NR offsetof(struct seccomp_data, nr)
+// The low 32 bits of argument `i` (x86_64 is little-endian).
+#define DATA_ARG_LOW(i) (offsetof(struct seccomp_data, args) + 8 * (i))
+#define X32_SYSCALL_BIT 0x40000000u
+
+static int contains(const int *values, int count, int value) {
+    for (int i = 0; i < count; i++) if (values[i] == value) return 1;
+    return 0;
+}
+
+int sbx_seccomp_build(const int *syscalls, int syscall_count, const sbx_arg_rule *rules, int rule_count,
+                      int mode, struct sock_filter *out, int capacity) {
+    if (syscall_count < 0 || rule_count < 0 || (mode != SBX_SECCOMP_TRAP && mode != SBX_SECCOMP_LOG)) return -EINVAL;
+    const uint32_t deny = mode == SBX_SECCOMP_LOG ? SECCOMP_RET_LOG : SECCOMP_RET_TRAP;
+    int n = 0;
+#define EMIT(instruction) do { if (n >= capacity) return -E2BIG; out[n++] = (struct sock_filter)instruction; } while (0)
+    EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, DATA_ARCH));
+    EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, AUDIT_ARCH_X86_64, 1, 0));
+    EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
+    // x32 numbers (0x40000000 set) kill too; -1, which a tracer uses to skip a syscall, is
+    // denied like any other number.
+    EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, DATA_NR));
+    EMIT(BPF_JUMP(BPF_JMP | BPF_JGE | BPF_K, X32_SYSCALL_BIT, 0, 3));
+    EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, 0xffffffffu, 1, 0));
+    EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_KILL_PROCESS));
+    EMIT(BPF_STMT(BPF_RET | BPF_K, deny));
+    // Argument blocks, one per syscall, in the order the syscalls first appear in `rules`.
+    for (int i = 0; i < rule_count; i++) {
+        int nr = rules[i].syscall;
+        if (nr < 0 || rules[i].argument > 5) return -EINVAL;
+        int first = 1;
+        for (int j = 0; j < i && first; j++) if (rules[j].syscall == nr) first = 0;
+        if (!first || contains(syscalls, syscall_count, nr)) continue;
+        int values = 0;
+        for (int j = i; j < rule_count; j++) if (rules[j].syscall == nr) values++;
+        // jeq nr; ld argument; values × (jeq value; ret allow); ret deny
+        int block = 1 + 2 * values + 1;
+        if (block > 255) return -E2BIG;
+        EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)nr, 0, (uint8_t)block));
+        EMIT(BPF_STMT(BPF_LD | BPF_W | BPF_ABS, DATA_ARG_LOW(rules[i].argument)));
+        for (int j = i; j < rule_count; j++) {
+            if (rules[j].syscall != nr) continue;
+            if (rules[j].argument != rules[i].argument) return -EINVAL;
+            EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, rules[j].value, 0, 1));
+            EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+        }
+        EMIT(BPF_STMT(BPF_RET | BPF_K, deny));
+    }
+    for (int i = 0; i < syscall_count; i++) {
+        if (syscalls[i] < 0) return -EINVAL;
+        if (contains(syscalls, i, syscalls[i])) continue;
+        EMIT(BPF_JUMP(BPF_JMP | BPF_JEQ | BPF_K, (uint32_t)syscalls[i], 0, 1));
+        EMIT(BPF_STMT(BPF_RET | BPF_K, SECCOMP_RET_ALLOW));
+    }
+    EMIT(BPF_STMT(BPF_RET | BPF_K, deny));
+#undef EMIT
+    return n;
+}
+
+int sbx_seccomp_capacity(int syscall_count, int rule_count) {
+    // The fixed head (eight) and end (one), two instructions per syscall, at most five per
+    // rule (a block's compare, load and return, and the value's compare and return).
+    return 9 + 2 * syscall_count + 5 * rule_count;
+}
+
 static int generate(const int *syscalls, int syscall_count, const sbx_arg_rule *rules, int rule_count,
                     int mode, struct sock_fprog *out) {
+    int capacity = sbx_seccomp_capacity(syscall_count, rule_count);
+    if (capacity > BPF_MAXINSNS) return -E2BIG;
+    struct sock_filter *code = malloc((size_t)capacity * sizeof *code);
+    if (!code) return -ENOMEM;
+    int length = sbx_seccomp_build(syscalls, syscall_count, rules, rule_count, mode, code, capacity);
+    if (length < 0) {
+        free(code);
+        return length;
+    }
+    out->len = (unsigned short)length;
+    out->filter = code;
+    return 0;
+}
+
+// MARK: - libseccomp, for comparison
+
+int sbx_seccomp_reference_resolve(const char *name) {
+    int nr = seccomp_syscall_resolve_name_arch(SCMP_ARCH_X86_64, name);
+    return nr == __NR_SCMP_ERROR ? -1 : nr;
+}
+
+int sbx_seccomp_reference_name(int nr, char *buffer, int capacity) {
+    char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X86_64, nr);
+    if (!name) return 0;
+    int length = (int)strlen(name);
+    int fits = length < capacity;
+    if (fits) memcpy(buffer, name, (size_t)length + 1);
+    free(name);
+    return fits ? length : -E2BIG;
+}
+
+int sbx_seccomp_reference_build(const int *syscalls, int syscall_count, const sbx_arg_rule *rules, int rule_count,
+                                int mode, struct sock_filter *out, int capacity) {
     scmp_filter_ctx ctx = seccomp_init(mode == SBX_SECCOMP_LOG ? SCMP_ACT_LOG : SCMP_ACT_TRAP);
     if (!ctx) return -ENOMEM;
     int rc = 0;
@@ -141,18 +252,10 @@ static int generate(const int *syscalls, int syscall_count, const sbx_arg_rule *
     struct stat st;
     if (rc == 0 && fstat(fd, &st) != 0) rc = -errno;
     size_t size = rc == 0 ? (size_t)st.st_size : 0;
-    if (rc == 0 && (size == 0 || size % sizeof(struct sock_filter) != 0 || size / sizeof(struct sock_filter) > BPF_MAXINSNS)) rc = -E2BIG;
-    struct sock_filter *code = rc == 0 ? malloc(size) : NULL;
-    if (rc == 0 && !code) rc = -ENOMEM;
-    if (rc == 0 && pread(fd, code, size, 0) != (ssize_t)size) rc = -EIO;
+    if (rc == 0 && (size % sizeof(struct sock_filter) != 0 || size / sizeof(struct sock_filter) > (size_t)capacity)) rc = -E2BIG;
+    if (rc == 0 && pread(fd, out, size, 0) != (ssize_t)size) rc = -EIO;
     if (fd >= 0) close(fd);
-    if (rc != 0) {
-        free(code);
-        return rc;
-    }
-    out->len = (unsigned short)(size / sizeof(struct sock_filter));
-    out->filter = code;
-    return 0;
+    return rc == 0 ? (int)(size / sizeof(struct sock_filter)) : rc;
 }
 
 int sbx_seccomp_wait(int role, int mode) {
@@ -225,7 +328,8 @@ int sbx_caps_limit(const int *keep, int keep_count) {
     // bounding set; with empty permitted and effective sets and no_new_privs it cannot use it.
     for (int cap = 0; cap <= last; cap++) {
         if (kept(cap, keep, keep_count)) continue;
-        if (prctl(PR_CAPBSET_READ, cap, 0, 0, 0) == 1 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EPERM) return -errno;
+        // Dropping a dropped capability succeeds, so there is nothing to read first.
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) != 0 && errno != EPERM) return -errno;
     }
     if (cap_reset_ambient() != 0 && errno != EINVAL) return -errno;
     cap_t caps = cap_init();

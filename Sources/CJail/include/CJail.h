@@ -1,11 +1,13 @@
-// The jail's C boundary: libseccomp filters per thread, the SIGSYS reporter, libcap
+// The jail's C boundary: seccomp filters per thread, the SIGSYS reporter, libcap
 // capability sets, and the few mount/namespace calls Swift cannot make directly.
 // Kept apart from CLinux so libseccomp and libcap are linked only where they are used
-// (never into the static guest agent).
+// (never into the static guest agent). The filters are built here; libseccomp is the
+// reference the tests compare them with and the source of the syscall table.
 #ifndef SANDBOX_CJAIL_H
 #define SANDBOX_CJAIL_H
 
 #include <stdint.h>
+#include <linux/filter.h>
 
 // What a filter does with a syscall outside its allowlist.
 enum {
@@ -21,8 +23,29 @@ typedef struct {
     uint32_t value;
 } sbx_arg_rule;
 
-// The syscall number for `name` on this architecture, or -1 when libseccomp does not know it.
+// The x86_64 syscall number for `name`, or -1 when the table (libseccomp's) does not know it.
 int sbx_seccomp_resolve(const char *name);
+
+// The name of x86_64 syscall `nr`, or NULL.
+const char *sbx_seccomp_name(int nr);
+
+// Writes the filter into `out` (at most `capacity` instructions): a foreign architecture or
+// an x32 syscall kills the process (as libseccomp's filters kill the thread), every syscall in `syscalls` is allowed outright, those
+// in `rules` only with one of the listed argument values (all rules of one syscall compare
+// the same argument), everything else gets `mode`. Returns the length or a negative errno.
+int sbx_seccomp_build(const int *syscalls, int syscall_count, const sbx_arg_rule *rules, int rule_count,
+                      int mode, struct sock_filter *out, int capacity);
+
+// How many instructions `sbx_seccomp_build` may need for that many syscalls and rules.
+int sbx_seccomp_capacity(int syscall_count, int rule_count);
+
+// The same from libseccomp (its number for `name`, its name of `nr` copied into `buffer`,
+// returning the length or 0 when it has none, its program for the same allowlist), so
+// tests can compare.
+int sbx_seccomp_reference_resolve(const char *name);
+int sbx_seccomp_reference_name(int nr, char *buffer, int capacity);
+int sbx_seccomp_reference_build(const int *syscalls, int syscall_count, const sbx_arg_rule *rules, int rule_count,
+                                int mode, struct sock_filter *out, int capacity);
 
 // Filters are compiled ahead, one per role (0 ..< SBX_SECCOMP_ROLES) and mode, so that
 // installing one on a thread that is about to run the guest is a single syscall.
