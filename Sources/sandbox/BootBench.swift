@@ -50,14 +50,17 @@ struct BootBench {
     /// 90 s more under QEMU here.
     static let qemuExitGrace: UInt64 = 180_000_000_000
 
-    /// QEMU `-M microvm` with the console on stdout and nothing else: the shape every
-    /// QEMU comparison uses (a kvm_pvm host cannot give the guest these CPU features, and
-    /// QEMU cannot set MSR 0x10a there).
+    /// QEMU `-M microvm` with the console on stdout and an i8042 and nothing else: the
+    /// shape every QEMU comparison uses (a kvm_pvm host cannot give the guest these CPU
+    /// features, and QEMU cannot set MSR 0x10a there). microvm has no i8042 of its own, so
+    /// without one the guest's `reboot=k` does not end QEMU (the kernel goes on to the BIOS
+    /// and triple-fault methods, which stall on this host); the sandbox VMM has the same
+    /// minimal controller for the same reset, and the kernel has no i8042 driver to probe it.
     static func qemuMachineArguments(qemu: String, host: HostProfile, memoryBytes: UInt64, vcpus: Int) -> [String] {
         [qemu, "-M", "microvm,x-option-roms=off,isa-serial=on,rtc=off,acpi=off", "-enable-kvm",
          "-cpu", host.kind == .pvm ? "host,-xsave,-avx,-cx16,-popcnt,-smap,-arch-capabilities" : "host",
          "-m", "\(memoryBytes >> 20)M", "-smp", String(vcpus), "-nodefaults", "-no-user-config",
-         "-nographic", "-serial", "stdio", "-no-reboot"]
+         "-nographic", "-serial", "stdio", "-device", "i8042", "-no-reboot"]
     }
 
     func run(_ variant: BootVariant) -> BootSample {
