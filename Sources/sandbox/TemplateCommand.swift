@@ -15,8 +15,10 @@ struct TemplateBuildCommand: ParsableCommand {
         abstract: "Build (or find) the template for a kernel, initrd and machine shape; print its directory.",
         discussion: """
         The guest is booted once and snapshotted when it writes --marker to the boot-timer port \
-        (2: the guest agent is ready). The template is cached under $SANDBOX_CACHE/templates \
-        (default /var/cache/sandbox/templates) by the identity of its inputs.
+        (2: the guest agent is ready). Without --initrd the guest is the agent's initramfs \
+        (build/agent-initramfs.cpio from `make agent-initramfs`), the one that writes 2. The \
+        template is cached under $SANDBOX_CACHE/templates (default /var/cache/sandbox/templates) \
+        by the identity of its inputs.
         """
     )
 
@@ -29,6 +31,11 @@ struct TemplateBuildCommand: ParsableCommand {
     var timeout: Double = 1800
 
     func run() throws {
+        var machine = machine
+        if machine.initrd == nil {
+            machine.initrd = try Assets.require("agent-initramfs.cpio", what: "--initrd",
+                                                hint: "run `make agent-initramfs` or pass --initrd")
+        }
         let config = try machine.machineConfig()
         do {
             let spec = try TemplateCache.Spec(config: config, marker: marker)
