@@ -215,11 +215,6 @@ static int generate(const int *syscalls, int syscall_count, const sbx_arg_rule *
 
 // MARK: - libseccomp, for comparison
 
-int sbx_seccomp_reference_resolve(const char *name) {
-    int nr = seccomp_syscall_resolve_name_arch(SCMP_ARCH_X86_64, name);
-    return nr == __NR_SCMP_ERROR ? -1 : nr;
-}
-
 int sbx_seccomp_reference_name(int nr, char *buffer, int capacity) {
     char *name = seccomp_syscall_resolve_num_arch(SCMP_ARCH_X86_64, nr);
     if (!name) return 0;

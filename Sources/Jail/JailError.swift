@@ -3,7 +3,7 @@ import LinuxSystem
 
 /// Why confining the VMM failed. Each case names the step; none of them is retried.
 public enum JailError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// A syscall name in a policy that libseccomp does not know on this architecture.
+    /// A syscall name in a policy that the x86_64 syscall table (libseccomp's) does not know.
     case unknownSyscall(role: String, name: String)
     case seccomp(role: String, errno: Int32)
     case capabilities(errno: Int32)

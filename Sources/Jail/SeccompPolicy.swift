@@ -1,8 +1,8 @@
 import CLinux
 import Glibc
 
-/// The syscalls each thread role may make. Lists are names (resolved by libseccomp for the
-/// running architecture); a few syscalls are allowed only with one argument value.
+/// The syscalls each thread role may make. Lists are names (resolved through the x86_64
+/// table generated from libseccomp); a few syscalls are allowed only with one argument value.
 public struct SeccompPolicy: Sendable, Equatable {
     public struct ArgumentRule: Sendable, Equatable {
         public let syscall: String

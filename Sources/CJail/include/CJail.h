@@ -30,19 +30,18 @@ int sbx_seccomp_resolve(const char *name);
 const char *sbx_seccomp_name(int nr);
 
 // Writes the filter into `out` (at most `capacity` instructions): a foreign architecture or
-// an x32 syscall kills the process (as libseccomp's filters kill the thread), every syscall in `syscalls` is allowed outright, those
-// in `rules` only with one of the listed argument values (all rules of one syscall compare
-// the same argument), everything else gets `mode`. Returns the length or a negative errno.
+// an x32 syscall kills the process (where libseccomp's filters kill the thread), every
+// syscall in `syscalls` is allowed outright, those in `rules` only with one of the listed
+// argument values (all rules of one syscall compare the same argument), everything else
+// gets `mode`. Returns the length or a negative errno.
 int sbx_seccomp_build(const int *syscalls, int syscall_count, const sbx_arg_rule *rules, int rule_count,
                       int mode, struct sock_filter *out, int capacity);
 
 // How many instructions `sbx_seccomp_build` may need for that many syscalls and rules.
 int sbx_seccomp_capacity(int syscall_count, int rule_count);
 
-// The same from libseccomp (its number for `name`, its name of `nr` copied into `buffer`,
-// returning the length or 0 when it has none, its program for the same allowlist), so
-// tests can compare.
-int sbx_seccomp_reference_resolve(const char *name);
+// The same from libseccomp (its name of `nr` copied into `buffer`, returning the length or
+// 0 when it has none; its program for the same allowlist), so tests can compare.
 int sbx_seccomp_reference_name(int nr, char *buffer, int capacity);
 int sbx_seccomp_reference_build(const int *syscalls, int syscall_count, const sbx_arg_rule *rules, int rule_count,
                                 int mode, struct sock_filter *out, int capacity);
