@@ -173,6 +173,25 @@ struct SnapshotTests {
         #expect(FileManager.default.fileExists(atPath: second + "/memory"))
     }
 
+    @Test func aTemplateGuestThatNeverSignalsReadyFailsNamingItsConsoleAndLeavesNoTemplate() throws {
+        let t = try Template()
+        let root = t.dir + "-cache"
+        defer { try? FileManager.default.removeItem(atPath: root) }
+        let cache = TemplateCache(root: root)
+        // The guest writes 0x03 and resets; it never writes 0x05.
+        let spec = try TemplateCache.Spec(config: t.config, marker: 0x05)
+        do {
+            _ = try cache.template(for: spec, timeout: 30)
+            Issue.record("a template was made from a guest that never signalled ready")
+        } catch {
+            #expect(error.description.contains("before it signalled ready (boot-timer value 5)"), "\(error)")
+            #expect(error.description.contains("its console output is in \(root)/\(spec.key).console"), "\(error)")
+        }
+        #expect(cache.lookup(spec) == nil)
+        let left = try FileManager.default.contentsOfDirectory(atPath: root).sorted()
+        #expect(left == ["\(spec.key).console", "\(spec.key).lock"], "no template and no half-built directory")
+    }
+
     @Test func restoreOfAMissingSnapshotSaysSo() throws {
         let t = try Template()
         #expect { _ = try t.restore(value: 1) } throws: { ($0 as? MachineError)?.description.contains("cannot read") ?? false }

@@ -107,7 +107,8 @@ public struct TemplateCache: Sendable {
         var builder = MachineBuilder(config: spec.config)
         // Without a caller's sink the template guest's console is kept next to the template:
         // the one place to look when a template never becomes ready.
-        let consoleFile = consoleOutput == nil ? try? ConsoleFile(path: root + "/" + spec.key + ".console") : nil
+        let consolePath = root + "/" + spec.key + ".console"
+        let consoleFile = consoleOutput == nil ? try? ConsoleFile(path: consolePath) : nil
         defer { consoleFile?.flush() }
         if let consoleOutput {
             builder.consoleOutput = consoleOutput
@@ -129,7 +130,9 @@ public struct TemplateCache: Sendable {
             throw e
         case nil:
             removeTree(building)
-            throw .invalidConfig("the template guest ended (\(exit)) before it signalled ready (boot-timer value \(spec.marker))")
+            consoleFile?.flush()
+            let console = consoleFile == nil ? "" : "; its console output is in \(consolePath)"
+            throw .invalidConfig("the template guest ended (\(exit)) before it signalled ready (boot-timer value \(spec.marker))\(console)")
         }
         let specBytes = (try? JSONEncoder().encode(spec)).map { Array($0) } ?? []
         do { try writeWholeFile(building + "/spec.json", specBytes) } catch { throw .snapshot(error) }
