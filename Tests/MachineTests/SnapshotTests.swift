@@ -173,6 +173,21 @@ struct SnapshotTests {
         #expect(FileManager.default.fileExists(atPath: second + "/memory"))
     }
 
+    @Test func aRelativeKernelPathGivesTheKeyOfItsAbsolutePath() throws {
+        let name = ".build/sandbox-template-key-\(UUID().uuidString).elf"
+        let absolute = FileManager.default.currentDirectoryPath + "/" + name
+        try Data(TinyImage.elf(code: try SnapshotTests.guest(), pvh: true)).write(to: URL(fileURLWithPath: absolute))
+        defer { try? FileManager.default.removeItem(atPath: absolute) }
+        var relative = MachineConfig(kernelPath: name, commandLine: "", vcpus: 1, memorySize: 64 << 20)
+        relative.appendHostFlags = false
+        var full = relative
+        full.kernelPath = absolute
+        let spec = try TemplateCache.Spec(config: relative, marker: 0x03)
+        #expect(spec.config.kernelPath == absolute)
+        #expect(spec.inputs.map(\.path) == [absolute])
+        #expect(spec.key == (try TemplateCache.Spec(config: full, marker: 0x03)).key)
+    }
+
     @Test func aTemplateGuestThatNeverSignalsReadyFailsNamingItsConsoleAndLeavesNoTemplate() throws {
         let t = try Template()
         let root = t.dir + "-cache"

@@ -36,10 +36,20 @@ public struct TemplateCache: Sendable {
         public var guestCommandLine: String
 
         public init(config: MachineConfig, marker: UInt8, host: HostProfile = .detect()) throws(MachineError) {
+            // Paths are made absolute: a relative one would give the same inputs another key
+            // in another directory, and `pruneStale`, run from anywhere, could not find them.
+            var config = config
+            config.kernelPath = Self.absolute(config.kernelPath)
+            config.initrdPath = config.initrdPath.map(Self.absolute)
+            config.firmwarePath = config.firmwarePath.map(Self.absolute)
             self.config = config
             self.marker = marker
             inputs = try ([config.kernelPath] + (config.initrdPath.map { [$0] } ?? [])).map { (p) throws(MachineError) in try FileIdentity(path: p) }
             guestCommandLine = config.effectiveCommandLine(host: host)
+        }
+
+        static func absolute(_ path: String) -> String {
+            path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path
         }
 
         /// The cache key: FNV-1a 64 of the spec's canonical JSON, in hex.
