@@ -106,13 +106,16 @@ package.targets += [
     ]),
 ]
 
-// MARK: - Defence in depth: seccomp per thread role (libseccomp), capabilities (libcap),
+// MARK: - Defence in depth: seccomp per thread role, capabilities (libcap),
 // a mount-namespace jail and cgroup limits for the VMM process.
 package.targets += [
-    // libseccomp and libcap stay out of CLinux so the static guest agent never links them.
-    .target(name: "CJail", exclude: ["generate-syscall-table.sh"], linkerSettings: [.linkedLibrary("seccomp"), .linkedLibrary("cap")]),
+    // libcap stays out of CLinux so the static guest agent never links it. The filters are
+    // the project's own BPF; libseccomp is linked only into the tests, as their reference.
+    .target(name: "CJail", exclude: ["generate-syscall-table.sh"], linkerSettings: [.linkedLibrary("cap")]),
     .target(name: "Jail", dependencies: ["CJail", "CLinux", "LinuxSystem"]),
-    .testTarget(name: "JailTests", dependencies: ["Jail", "Machine", "LinuxSystem"]),
+    .target(name: "CSeccompReference", dependencies: ["CJail"], path: "Tests/CSeccompReference",
+            linkerSettings: [.linkedLibrary("seccomp")]),
+    .testTarget(name: "JailTests", dependencies: ["Jail", "CSeccompReference", "Machine", "LinuxSystem"]),
     // A VMM with a device that makes a forbidden syscall when the guest pokes it: the
     // seccomp tests run it as a child process and expect it to be killed.
     .executableTarget(name: "seccomp-probe", dependencies: ["Machine", "Jail", "LinuxSystem", "LegacyDevices"],

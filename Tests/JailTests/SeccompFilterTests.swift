@@ -1,4 +1,5 @@
 import CJail
+import CSeccompReference
 import Glibc
 import Jail
 import Testing

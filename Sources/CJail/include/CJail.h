@@ -1,8 +1,8 @@
 // The jail's C boundary: seccomp filters per thread, the SIGSYS reporter, libcap
 // capability sets, and the few mount/namespace calls Swift cannot make directly.
-// Kept apart from CLinux so libseccomp and libcap are linked only where they are used
-// (never into the static guest agent). The filters are built here; libseccomp is the
-// reference the tests compare them with and the source of the syscall table.
+// Kept apart from CLinux so libcap is linked only where it is used (never into the static
+// guest agent). The filters are built here; libseccomp is only the source of the syscall
+// table and the reference tests compare with (Tests/CSeccompReference).
 #ifndef SANDBOX_CJAIL_H
 #define SANDBOX_CJAIL_H
 
@@ -40,11 +40,6 @@ int sbx_seccomp_build(const int *syscalls, int syscall_count, const sbx_arg_rule
 // How many instructions `sbx_seccomp_build` may need for that many syscalls and rules.
 int sbx_seccomp_capacity(int syscall_count, int rule_count);
 
-// The same from libseccomp (its name of `nr` copied into `buffer`, returning the length or
-// 0 when it has none; its program for the same allowlist), so tests can compare.
-int sbx_seccomp_reference_name(int nr, char *buffer, int capacity);
-int sbx_seccomp_reference_build(const int *syscalls, int syscall_count, const sbx_arg_rule *rules, int rule_count,
-                                int mode, struct sock_filter *out, int capacity);
 
 // Filters are compiled ahead, one per role (0 ..< SBX_SECCOMP_ROLES) and mode, so that
 // installing one on a thread that is about to run the guest is a single syscall.
