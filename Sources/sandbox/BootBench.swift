@@ -98,8 +98,8 @@ struct BootBench {
                 sample.rssOverheadKiB = usage.rssOverhead / 1024
                 sample.pssOverheadKiB = usage.pssOverhead / 1024
             }
-            // QEMU microvm has no i8042, so `reboot=k` does not end it: give its exit the
-            // time /init's reboot takes, not the whole timeout.
+            // A QEMU run that does not end on the guest's reboot gets the time /init's
+            // self-test and reboot take after the marker, not the whole timeout.
             if case .qemu = variant {
                 deadline = min(deadline, MonotonicInstant(nanoseconds: MonotonicInstant.now().nanoseconds + Self.qemuExitGrace))
             }

@@ -140,7 +140,6 @@ public struct TemplateCache: Sendable {
             throw e
         case nil:
             removeTree(building)
-            consoleFile?.flush()
             let console = consoleFile == nil ? "" : "; its console output is in \(consolePath)"
             throw .invalidConfig("the template guest ended (\(exit)) before it signalled ready (boot-timer value \(spec.marker))\(console)")
         }
