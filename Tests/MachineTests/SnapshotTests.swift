@@ -54,7 +54,13 @@ struct SnapshotTests {
             kernel = try TempFile(TinyImage.elf(code: try SnapshotTests.guest(), pvh: true))
             dir = FileManager.default.temporaryDirectory.appendingPathComponent("sandbox-snap-\(UUID().uuidString)").path
         }
-        deinit { try? FileManager.default.removeItem(atPath: dir) }
+        deinit {
+            try? FileManager.default.removeItem(atPath: dir)
+            try? FileManager.default.removeItem(atPath: cacheRoot)
+        }
+
+        /// A template cache of its own, removed with the template.
+        var cacheRoot: String { dir + "-cache" }
 
         var config: MachineConfig {
             var c = MachineConfig(kernelPath: kernel.path, commandLine: "", vcpus: 1, memorySize: 64 << 20)
@@ -145,9 +151,7 @@ struct SnapshotTests {
 
     @Test func templateCacheBuildsOnceRebuildsForANewKernelAndPrunesTheStaleOne() throws {
         let t = try Template()
-        let root = t.dir + "-cache"
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let cache = TemplateCache(root: root)
+        let cache = TemplateCache(root: t.cacheRoot)
         let spec = try TemplateCache.Spec(config: t.config, marker: 0x03)
         #expect(cache.lookup(spec) == nil)
         let first = try cache.template(for: spec)
@@ -190,9 +194,7 @@ struct SnapshotTests {
 
     @Test func aTemplateGuestThatNeverSignalsReadyFailsNamingItsConsoleAndLeavesNoTemplate() throws {
         let t = try Template()
-        let root = t.dir + "-cache"
-        defer { try? FileManager.default.removeItem(atPath: root) }
-        let cache = TemplateCache(root: root)
+        let cache = TemplateCache(root: t.cacheRoot)
         // The guest writes 0x03 and resets; it never writes 0x05.
         let spec = try TemplateCache.Spec(config: t.config, marker: 0x05)
         do {
@@ -200,10 +202,10 @@ struct SnapshotTests {
             Issue.record("a template was made from a guest that never signalled ready")
         } catch {
             #expect(error.description.contains("before it signalled ready (boot-timer value 5)"), "\(error)")
-            #expect(error.description.contains("its console output is in \(root)/\(spec.key).console"), "\(error)")
+            #expect(error.description.contains("its console output is in \(t.cacheRoot)/\(spec.key).console"), "\(error)")
         }
         #expect(cache.lookup(spec) == nil)
-        let left = try FileManager.default.contentsOfDirectory(atPath: root).sorted()
+        let left = try FileManager.default.contentsOfDirectory(atPath: t.cacheRoot).sorted()
         #expect(left == ["\(spec.key).console", "\(spec.key).lock"], "no template and no half-built directory")
     }
 
